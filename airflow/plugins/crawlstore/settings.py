@@ -1,0 +1,51 @@
+"""Settings objects, one per concern, loaded from environment variables (12-factor).
+
+Required values have no defaults: a missing one fails at start-up naming the variable.
+Secrets are `SecretStr`, so they never show up in logs or reprs.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="ignore")
+
+    bootstrap_servers: str
+    replication_factor: int = 1
+    partitions: int = 3
+
+
+class PostgresSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="POSTGRES_", extra="ignore")
+
+    host: str
+    port: int = 5432
+    db: str
+    user: str
+    password: SecretStr
+
+    def connect_kwargs(self) -> dict[str, object]:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "dbname": self.db,
+            "user": self.user,
+            "password": self.password.get_secret_value(),
+            "application_name": "crawlstore",
+        }
+
+
+class OpenSearchSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OPENSEARCH_", extra="ignore")
+
+    url: str
+
+
+class HdfsSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    webhdfs_url: str = Field(validation_alias="WEBHDFS_URL")
+    user: str = Field(validation_alias="HDFS_USER")

@@ -1,0 +1,30 @@
+"""The pipeline's topics. A topic `T` has its dead-letter twin `T-dlq` (DESIGN.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# One topic per source kind; the sources module maps each configured source to one of these.
+PIPELINE_TOPICS = ("crawl.products", "crawl.readings")
+DLQ_SUFFIX = "-dlq"
+WEEK_MS = 7 * 24 * 3600 * 1000
+
+
+def dlq_topic(topic: str) -> str:
+    return f"{topic}{DLQ_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def topic_specs(partitions: int) -> list[TopicSpec]:
+    """Main topics keep a week; dead letters are kept until someone deals with them."""
+    specs: list[TopicSpec] = []
+    for topic in PIPELINE_TOPICS:
+        specs.append(TopicSpec(topic, partitions, {"retention.ms": str(WEEK_MS)}))
+        specs.append(TopicSpec(dlq_topic(topic), 1, {"retention.ms": "-1"}))
+    return specs

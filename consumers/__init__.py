@@ -1,0 +1,1 @@
+"""Standalone Kafka consumers that land the pipeline's topics in PostgreSQL, OpenSearch and HDFS."""

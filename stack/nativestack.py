@@ -1,0 +1,784 @@
+#!/usr/bin/env python3
+"""The native stack: Kafka, PostgreSQL, OpenSearch, HDFS and Airflow as local processes on 127.0.0.1.
+
+The same topology as docker-compose.yml for machines without a Docker engine (CI, laptops).
+Standard library only, so it runs before the project's virtualenv exists.
+
+    python3 stack/nativestack.py up | down | status | logs [SERVICE] [-f] | install | clean
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STACK = ROOT / "stack"
+STATE = ROOT / ".stack"
+LIB, LOGS, RUN, DATA, CONF = (STATE / d for d in ("lib", "logs", "run", "data", "conf"))
+VENV = ROOT / ".venv"
+PY = VENV / "bin" / "python"
+UV_VERSION = "0.13.9"
+APT_PACKAGES = ["postgresql", "docker-compose", "kcat"]
+HADOOP_OPENS = [
+    f"--add-opens=java.base/{p}=ALL-UNNAMED"
+    for p in (
+        "java.io java.lang java.lang.reflect java.math java.net java.text java.util "
+        "java.util.concurrent java.util.zip sun.security.util sun.security.x509 sun.net.util"
+    ).split()
+]
+
+
+def say(msg: str) -> None:
+    print(f"[stack] {msg}", flush=True)
+
+
+class StackError(RuntimeError):
+    """A service could not be installed or started; the message names it and its log."""
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    env: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#") and "=" in line:
+                key, value = line.split("=", 1)
+                env[key] = shlex.split(value)[0] if value else ""
+    return env
+
+
+def ensure_secrets() -> dict[str, str]:
+    """Generate the stack's passwords and keys once; they never leave .stack/ (mode 0600)."""
+    path = STATE / "secrets.env"
+    current = read_env_file(path)
+    wanted = {
+        "POSTGRES_PASSWORD": lambda: secrets.token_hex(16),
+        "AIRFLOW_ADMIN_PASSWORD": lambda: secrets.token_hex(12),
+        "AIRFLOW__API_AUTH__JWT_SECRET": lambda: secrets.token_hex(32),
+        "AIRFLOW__API__SECRET_KEY": lambda: secrets.token_hex(32),
+        "AIRFLOW__CORE__FERNET_KEY": lambda: base64.urlsafe_b64encode(os.urandom(32)).decode(),
+    }
+    changed = False
+    for key, make in wanted.items():
+        if key not in current:
+            current[key] = make()
+            changed = True
+    if changed:
+        STATE.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in current.items()))
+        path.chmod(0o600)
+    return current
+
+
+def stack_env() -> dict[str, str]:
+    """The whole environment of the native stack: settings, secrets, Airflow config."""
+    env = read_env_file(STACK / "native.env")
+    env.update(ensure_secrets())
+    pg = (
+        f"{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}"
+        f"@{env['POSTGRES_HOST']}:{env['POSTGRES_PORT']}"
+    )
+    airflow_home = STATE / "airflow"
+    env.update(
+        {
+            "AIRFLOW_HOME": str(airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "airflow" / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "airflow" / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{env['AIRFLOW_API_URL']}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{env['AIRFLOW_ADMIN_USER']}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(airflow_home / "passwords.json"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{pg}/airflow",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(LOGS / "airflow-tasks"),
+            "AIRFLOW_CONN_KAFKA_DEFAULT": json.dumps(
+                {"conn_type": "kafka", "extra": {"bootstrap.servers": env["KAFKA_BOOTSTRAP_SERVERS"]}}
+            ),
+            "AIRFLOW_CONN_POSTGRES_DEFAULT": f"postgres://{pg}/{env['POSTGRES_DB']}",
+            "AIRFLOW_CONN_OPENSEARCH_DEFAULT": json.dumps(
+                {"conn_type": "http", "host": env["OPENSEARCH_URL"]}
+            ),
+            "AIRFLOW_CONN_WEBHDFS_DEFAULT": json.dumps(
+                {"conn_type": "http", "host": env["WEBHDFS_URL"], "login": env["HDFS_USER"]}
+            ),
+        }
+    )
+    return env
+
+
+def write_env_file(env: dict[str, str]) -> Path:
+    path = STATE / "env"
+    lines = ["# Generated by `make up`: the native stack's environment. Load: set -a; . .stack/env; set +a"]
+    lines += [f"{k}={shlex.quote(v)}" for k, v in sorted(env.items())]
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+    return path
+
+
+# --------------------------------------------------------------------------- install
+
+
+def run(cmd: list[str], log: Path | None = None, env: dict[str, str] | None = None, **kw: object) -> None:
+    """Run a command; on failure raise with the command and the tail of its log."""
+    if log is None:
+        result = subprocess.run(cmd, env=env, **kw)  # type: ignore[call-overload]
+    else:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:
+            result = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, **kw)  # type: ignore[call-overload]
+    if result.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log else ""
+        raise StackError(f"command failed ({result.returncode}): {shlex.join(cmd)}\n{tail}\nlog: {log}")
+
+
+def file_digest(*paths: Path) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def pg_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    return found[-1].parent if found else None
+
+
+def install_system() -> None:
+    missing = []
+    if pg_bin() is None:
+        missing.append("postgresql")
+    if shutil.which("docker-compose") is None:
+        missing.append("docker-compose")
+    if shutil.which("kcat") is None:
+        missing.append("kcat")
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        raise StackError(f"missing system packages {missing}: install them (apt-get install {' '.join(missing)})")
+    say(f"installing Debian packages: {' '.join(missing)}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    run(["apt-get", "update", "-qq"], LOGS / "install.log", env=env)
+    run(["apt-get", "install", "-y", "-qq", *missing], LOGS / "install.log", env=env)
+
+
+def java() -> str:
+    for candidate in (os.environ.get("STACK_JAVA_HOME"), "/usr/lib/jvm/java-17-openjdk-amd64"):
+        if candidate and Path(candidate, "bin", "java").exists():
+            return str(Path(candidate, "bin", "java"))
+    return shutil.which("java") or "java"
+
+
+def install_jars() -> None:
+    """Each JVM service gets its own lib/ from its own pom: their dependency trees clash."""
+    for svc in ("kafka", "opensearch", "hdfs"):
+        pom = STACK / "maven" / svc / "pom.xml"
+        target = LIB / svc
+        stamp = target / ".pom.sha256"
+        if stamp.exists() and stamp.read_text() == file_digest(pom):
+            continue
+        say(f"fetching {svc} jars from Maven Central (cached in ~/.m2) ...")
+        shutil.rmtree(target, ignore_errors=True)
+        t0 = time.monotonic()
+        run(
+            [
+                "mvn", "-q", "-B", "-f", str(pom),
+                "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies",
+                "-DincludeScope=runtime", f"-DoutputDirectory={target}",
+            ],
+            LOGS / "install.log",
+        )
+        stamp.write_text(file_digest(pom))
+        say(f"  {svc}: {len(list(target.glob('*.jar')))} jars in {time.monotonic() - t0:.0f}s")
+
+
+def install_python() -> None:
+    """The project's virtualenv: pinned requirements under the lock's constraints, project editable."""
+    req, dev, lock = ROOT / "requirements.txt", ROOT / "requirements-dev.txt", ROOT / "constraints.txt"
+    stamp = VENV / ".requirements.sha256"
+    digest = file_digest(req, dev, lock, ROOT / "pyproject.toml")
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    uv = shutil.which("uv")
+    if uv is None:
+        say(f"installing uv {UV_VERSION} (fast resolver) ...")
+        run([sys.executable, "-m", "pip", "install", "-q", f"uv=={UV_VERSION}"], LOGS / "install.log")
+        uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
+    say("installing Python packages into .venv (requirements-dev.txt under constraints.txt) ...")
+    t0 = time.monotonic()
+    if not PY.exists():
+        run([uv, "venv", "-q", "-p", "3.11", str(VENV)], LOGS / "install.log")
+    run(
+        [uv, "pip", "install", "-q", "-p", str(PY), "-r", str(dev), "-c", str(lock), "-e", str(ROOT)],
+        LOGS / "install.log",
+    )
+    stamp.write_text(digest)
+    say(f"  python packages ready in {time.monotonic() - t0:.0f}s")
+
+
+def install() -> None:
+    for d in (LIB, LOGS, RUN, DATA, CONF):
+        d.mkdir(parents=True, exist_ok=True)
+    install_system()
+    install_jars()
+    install_python()
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def proc_start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def pid_of(name: str) -> int | None:
+    """The PID of a service we started, if it still runs (a PID reused by another process is not)."""
+    try:
+        pid_text, started = (RUN / f"{name}.pid").read_text().split()
+        pid = int(pid_text)
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if proc_start_time(pid) == started else None
+
+
+def spawn(name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+    """Start a long-running process in its own session, so `down` can stop its whole group."""
+    log = LOGS / f"{name}.log"
+    with log.open("ab") as out:
+        out.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {name}\n".encode())
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env or dict(os.environ),
+            cwd=cwd or ROOT,
+            start_new_session=True,
+        )
+    (RUN / f"{name}.pid").write_text(f"{proc.pid} {proc_start_time(proc.pid)}")
+
+
+def stop_group(name: str, grace: float = 30.0) -> bool:
+    pid = pid_of(name)
+    if pid is None:
+        (RUN / f"{name}.pid").unlink(missing_ok=True)
+        return False
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and group_alive(pid):
+            time.sleep(0.2)
+        if not group_alive(pid):
+            break
+    (RUN / f"{name}.pid").unlink(missing_ok=True)
+    return True
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    # Reap our own children (zombies count as alive for killpg).
+    try:
+        while os.waitpid(-pgid, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (proc / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def http_get(url: str, timeout: float = 3.0, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (local URLs only)
+            return resp.status, resp.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+    except (OSError, ValueError):
+        return 0, ""
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def kafka_api_versions_ok(port: int = 9092) -> bool:
+    """Ask the broker for its API versions (the first request every Kafka client sends)."""
+    client = b"crawlstore-stack"
+    body = (18).to_bytes(2, "big") + (0).to_bytes(2, "big") + (7).to_bytes(4, "big")
+    body += len(client).to_bytes(2, "big") + client
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.sendall(len(body).to_bytes(4, "big") + body)
+            head = s.recv(10)
+    except OSError:
+        return False
+    return len(head) >= 10 and int.from_bytes(head[4:8], "big") == 7 and head[8:10] == b"\0\0"
+
+
+# --------------------------------------------------------------------------- services
+
+
+def render(template: str, target: Path) -> Path:
+    text = string.Template((STACK / "conf" / template).read_text()).safe_substitute(STATE=STATE)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    return target
+
+
+@dataclass
+class Service:
+    name: str
+    ports: list[int]
+    start: Callable[[dict[str, str]], None]
+    ready: Callable[[dict[str, str]], bool]
+    stop: Callable[[], bool]
+    running: Callable[[], bool]
+    timeout: float = 180.0
+    log: str = ""
+    processes: list[str] = field(default_factory=list)
+
+    @property
+    def log_file(self) -> Path:
+        return LOGS / (self.log or f"{self.name}.log")
+
+
+# PostgreSQL ---------------------------------------------------------------------------
+
+
+def pg_as_owner() -> list[str]:
+    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+
+def pg_superuser() -> str:
+    return "postgres" if os.geteuid() == 0 else os.environ.get("USER", "postgres")
+
+
+def pg_dirs() -> tuple[Path, Path]:
+    """Data and socket dirs; as root they belong to the postgres user, who may not reach the checkout."""
+    data, sock = DATA / "postgres", RUN / "postgres"
+    if os.geteuid() != 0:
+        return data, sock
+    if data.is_symlink() or not data.exists():
+        probe = subprocess.run([*pg_as_owner(), "test", "-x", str(STATE)], check=False)
+        if probe.returncode != 0:  # e.g. a clone under /root: keep the cluster outside, link it in
+            outside = Path("/var/lib/crawlstore-native") / hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
+            outside.mkdir(parents=True, exist_ok=True)
+            if not data.is_symlink():
+                data.symlink_to(outside / "data")
+            if not sock.is_symlink():
+                sock.symlink_to(outside / "run")
+            data, sock = outside / "data", outside / "run"
+    return data.resolve(), sock.resolve()
+
+
+def pg_ctl(*args: str) -> subprocess.CompletedProcess[bytes]:
+    bindir = pg_bin()
+    if bindir is None:
+        raise StackError("PostgreSQL is not installed (apt-get install postgresql)")
+    data, _ = pg_dirs()
+    return subprocess.run([*pg_as_owner(), str(bindir / "pg_ctl"), "-D", str(data), *args], capture_output=True, check=False)
+
+
+def pg_running() -> bool:
+    return pg_ctl("status").returncode == 0
+
+
+def pg_start(env: dict[str, str]) -> None:
+    bindir = pg_bin()
+    assert bindir is not None
+    data, sock = pg_dirs()
+    log = LOGS / "postgres.log"
+    for d in (data.parent, sock):
+        d.mkdir(parents=True, exist_ok=True)
+    log.touch()
+    if os.geteuid() == 0:
+        for p in (data.parent, sock, log):
+            shutil.chown(p, "postgres", "postgres")
+    if not (data / "PG_VERSION").exists():
+        say("postgres: initdb (first start) ...")
+        run([*pg_as_owner(), str(bindir / "initdb"), "-D", str(data), "-U", pg_superuser(),
+             "--auth-local=peer", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"],
+            LOGS / "postgres-init.log")
+        with (data / "postgresql.conf").open("a") as conf:
+            conf.write(
+                f"\n# native stack\nlisten_addresses = '127.0.0.1'\nport = {env['POSTGRES_PORT']}\n"
+                f"unix_socket_directories = '{sock}'\nmax_connections = 200\n"
+            )
+    result = pg_ctl("start", "-w", "-t", "60", "-l", str(log))
+    if result.returncode != 0:
+        raise StackError(f"postgres failed to start: {result.stderr.decode()}\nlog: {log}")
+    pg_bootstrap(env)
+
+
+def psql_super(sql: str, db: str = "postgres") -> str:
+    bindir = pg_bin()
+    assert bindir is not None
+    _, sock = pg_dirs()
+    out = subprocess.run(
+        [*pg_as_owner(), str(bindir / "psql"), "-h", str(sock), "-p", os.environ.get("POSTGRES_PORT", "5432"),
+         "-U", pg_superuser(), "-d", db, "-v", "ON_ERROR_STOP=1", "-Atqc", sql],
+        capture_output=True, check=False, text=True,
+    )
+    if out.returncode != 0:
+        raise StackError(f"postgres bootstrap failed: {out.stderr.strip()}")
+    return out.stdout.strip()
+
+
+def pg_bootstrap(env: dict[str, str]) -> None:
+    """The application role and its two databases (pipeline data, Airflow metadata)."""
+    user, password = env["POSTGRES_USER"], env["POSTGRES_PASSWORD"]
+    # Identifiers and the password come from our own settings; quote them anyway.
+    role = '"' + user.replace('"', '""') + '"'
+    literal = "'" + password.replace("'", "''") + "'"
+    if psql_super(f"SELECT 1 FROM pg_roles WHERE rolname = '{user}'") != "1":
+        psql_super(f"CREATE ROLE {role} LOGIN PASSWORD {literal}")
+    else:
+        psql_super(f"ALTER ROLE {role} PASSWORD {literal}")
+    for db in (env["POSTGRES_DB"], "airflow"):
+        if psql_super(f"SELECT 1 FROM pg_database WHERE datname = '{db}'") != "1":
+            psql_super(f'CREATE DATABASE "{db}" OWNER {role}')
+
+
+def pg_ready(env: dict[str, str]) -> bool:
+    bindir = pg_bin()
+    if bindir is None:
+        return False
+    out = subprocess.run([str(bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", env["POSTGRES_PORT"]], check=False)
+    return out.returncode == 0
+
+
+def pg_stop() -> bool:
+    if not pg_running():
+        return False
+    pg_ctl("stop", "-m", "fast", "-w", "-t", "60")
+    return True
+
+
+# Kafka ----------------------------------------------------------------------------------
+
+
+def kafka_start(env: dict[str, str]) -> None:
+    props = render("kafka.properties.in", CONF / "kafka.properties")
+    cp = f"{LIB / 'kafka'}/*"
+    log4j = f"-Dlog4j.configuration=file:{STACK / 'conf' / 'kafka-log4j.properties'}"
+    if not (DATA / "kafka" / "meta.properties").exists():
+        cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+        run([java(), "-cp", cp, log4j, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+             "-c", str(props), "--ignore-formatted"], LOGS / "kafka.log")
+    spawn("kafka", [java(), "-Xms512m", "-Xmx1g", "-XX:+UseG1GC", "-cp", cp, log4j, "kafka.Kafka", str(props)])
+
+
+# OpenSearch -----------------------------------------------------------------------------
+
+
+def opensearch_start(env: dict[str, str]) -> None:
+    base = DATA / "opensearch"
+    render("opensearch.yml.in", base / "node_1" / "config" / "opensearch.yml")
+    spawn("opensearch", [
+        java(), "-Xms512m", "-Xmx1g", "-cp", f"{LIB / 'opensearch'}/*",
+        "org.codelibs.opensearch.runner.OpenSearchRunner",
+        "-basePath", str(base), "-numOfNode", "1", "-baseHttpPort", "9199",
+        "-clusterName", "crawlstore", "-printOnFailure",
+    ])
+
+
+def opensearch_ready(env: dict[str, str]) -> bool:
+    status, _ = http_get(f"{env['OPENSEARCH_URL']}/_cluster/health?wait_for_status=yellow&timeout=1s")
+    return status == 200
+
+
+# HDFS -----------------------------------------------------------------------------------
+
+
+def hdfs_conf() -> Path:
+    conf = CONF / "hdfs"
+    render("core-site.xml.in", conf / "core-site.xml")
+    render("hdfs-site.xml.in", conf / "hdfs-site.xml")
+    shutil.copy(STACK / "conf" / "hdfs-log4j.properties", conf / "log4j.properties")
+    return conf
+
+
+def hdfs_java(conf: Path, main: str) -> list[str]:
+    return [java(), "-Xmx512m", *HADOOP_OPENS, "-Djava.net.preferIPv4Stack=true",
+            "-cp", f"{conf}:{LIB / 'hdfs'}/*", main]
+
+
+def hdfs_start(env: dict[str, str]) -> None:
+    conf = hdfs_conf()
+    if not (DATA / "hdfs" / "name" / "current" / "VERSION").exists():
+        run([*hdfs_java(conf, "org.apache.hadoop.hdfs.server.namenode.NameNode"), "-format", "-force",
+             "-nonInteractive"], LOGS / "hdfs-namenode.log")
+    if pid_of("hdfs-namenode") is None:
+        spawn("hdfs-namenode", hdfs_java(conf, "org.apache.hadoop.hdfs.server.namenode.NameNode"))
+    if pid_of("hdfs-datanode") is None:
+        spawn("hdfs-datanode", hdfs_java(conf, "org.apache.hadoop.hdfs.server.datanode.DataNode"))
+
+
+def hdfs_ready(env: dict[str, str]) -> bool:
+    base = f"{env['WEBHDFS_URL']}/jmx?qry=Hadoop:service=NameNode,name="
+    status, body = http_get(base + "FSNamesystemState")
+    if status != 200 or '"NumLiveDataNodes" : 0' in body or "NumLiveDataNodes" not in body:
+        return False
+    status, body = http_get(base + "NameNodeInfo")
+    return status == 200 and '"Safemode" : ""' in body
+
+
+# Airflow --------------------------------------------------------------------------------
+
+AIRFLOW_COMPONENTS = ["airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"]
+
+
+def airflow_start(env: dict[str, str]) -> None:
+    home = Path(env["AIRFLOW_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    passwords = home / "passwords.json"
+    passwords.write_text(json.dumps({env["AIRFLOW_ADMIN_USER"]: env["AIRFLOW_ADMIN_PASSWORD"]}))
+    passwords.chmod(0o600)
+    airflow = str(VENV / "bin" / "airflow")
+    full_env = {**os.environ, **env}
+    stamp = home / ".migrated"
+    version = subprocess.run([str(PY), "-c", "import airflow; print(airflow.__version__)"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    if not stamp.exists() or stamp.read_text() != version:
+        say("airflow: migrating the metadata database (first start) ...")
+        run([airflow, "db", "migrate"], LOGS / "airflow-migrate.log", env=full_env)
+        stamp.write_text(version)
+    commands = {
+        "airflow-api-server": ["api-server", "--host", "127.0.0.1", "--port", "8080"],
+        # The log servers bind every interface (host hard-coded); with LocalExecutor the API server
+        # reads task logs from local files, so the native stack runs without them.
+        "airflow-scheduler": ["scheduler", "--skip-serve-logs"],
+        "airflow-dag-processor": ["dag-processor"],
+        "airflow-triggerer": ["triggerer", "--skip-serve-logs"],
+    }
+    for name, args in commands.items():
+        if pid_of(name) is None:
+            spawn(name, [airflow, *args], env=full_env)
+
+
+def airflow_ready(env: dict[str, str]) -> bool:
+    status, body = http_get(f"{env['AIRFLOW_API_URL']}/api/v2/monitor/health")
+    if status != 200:
+        return False
+    health = json.loads(body)
+    return all(health.get(k, {}).get("status") == "healthy" for k in ("metadatabase", "scheduler"))
+
+
+def group_stopper(*names: str) -> Callable[[], bool]:
+    return lambda: any([stop_group(n) for n in names])
+
+
+def group_running(*names: str) -> Callable[[], bool]:
+    return lambda: all(pid_of(n) is not None for n in names)
+
+
+SERVICES = [
+    Service("postgres", [5432], pg_start, pg_ready, pg_stop, pg_running, 90),
+    Service("kafka", [9092, 9093], kafka_start, lambda e: kafka_api_versions_ok(), group_stopper("kafka"),
+            group_running("kafka"), processes=["kafka"]),
+    Service("opensearch", [9200, 9300], opensearch_start, opensearch_ready, group_stopper("opensearch"),
+            group_running("opensearch"), processes=["opensearch"]),
+    Service("hdfs", [8020, 9870, 9864, 9866, 9867], hdfs_start, hdfs_ready,
+            group_stopper("hdfs-datanode", "hdfs-namenode"), group_running("hdfs-namenode", "hdfs-datanode"),
+            log="hdfs-namenode.log", processes=["hdfs-namenode", "hdfs-datanode"]),
+    Service("airflow", [8080], airflow_start, airflow_ready, group_stopper(*AIRFLOW_COMPONENTS),
+            group_running(*AIRFLOW_COMPONENTS), 240, log="airflow-api-server.log", processes=AIRFLOW_COMPONENTS),
+]
+BY_NAME = {s.name: s for s in SERVICES}
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def wait_ready(services: list[Service], env: dict[str, str]) -> None:
+    t0 = time.monotonic()
+    pending = {s.name: s for s in services}
+    last_report = 0.0
+    while pending:
+        for name, svc in list(pending.items()):
+            if svc.ready(env):
+                say(f"{name}: ready after {time.monotonic() - t0:.0f}s")
+                del pending[name]
+            elif svc.processes and not svc.running():
+                raise StackError(f"{name} exited during start-up; see {svc.log_file}:\n{tail(svc.log_file)}")
+            elif time.monotonic() - t0 > svc.timeout:
+                raise StackError(f"{name} did not answer within {svc.timeout:.0f}s; see {svc.log_file}:\n"
+                                 f"{tail(svc.log_file)}")
+        if pending and time.monotonic() - last_report > 10:
+            say(f"waiting for {', '.join(pending)} ({time.monotonic() - t0:.0f}s)")
+            last_report = time.monotonic()
+        time.sleep(1)
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    if not path.exists():
+        return "(no log yet)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def init_pipeline(env: dict[str, str]) -> None:
+    """Topics with their -dlq twins and the sql/ migrations: the same one-shot init as compose."""
+    say("init: topics and sql/ migrations ...")
+    run([str(PY), "-m", "crawlstore.init"], LOGS / "init.log", env={**os.environ, **env})
+    print(tail(LOGS / "init.log", 12))
+
+
+def cmd_up(names: list[str]) -> None:
+    t0 = time.monotonic()
+    install()
+    env = stack_env()
+    os.environ.update({"POSTGRES_PORT": env["POSTGRES_PORT"]})
+    write_env_file(env)
+    targets = [BY_NAME[n] for n in names] if names else SERVICES
+    starting: list[Service] = []
+    for svc in targets:
+        if svc.running() and svc.ready(env):
+            say(f"{svc.name}: already running")
+            continue
+        busy = [p for p in svc.ports if port_open(p)]
+        if busy and not svc.running():
+            raise StackError(f"{svc.name}: port(s) {busy} already in use by another process")
+        say(f"{svc.name}: starting (log: {svc.log_file.relative_to(ROOT)})")
+        svc.start(env)
+        starting.append(svc)
+        if svc.name == "postgres":  # Airflow's metadata and the migrations need it first
+            wait_ready([svc], env)
+            starting.remove(svc)
+    wait_ready(starting, env)
+    if not names or "kafka" in names:
+        init_pipeline(env)
+    say(f"stack up in {time.monotonic() - t0:.0f}s")
+    cmd_status(quiet_exit=True)
+
+
+def cmd_down() -> None:
+    for svc in reversed(SERVICES):
+        if svc.stop():
+            say(f"{svc.name}: stopped")
+    leftovers = [p.stem for p in RUN.glob("*.pid") if pid_of(p.stem)]
+    if leftovers:
+        raise StackError(f"still running: {leftovers}")
+
+
+URLS = {
+    "postgres": "postgresql://crawlstore@127.0.0.1:5432/crawlstore",
+    "kafka": "127.0.0.1:9092 (kcat -b 127.0.0.1:9092 -L)",
+    "opensearch": "http://127.0.0.1:9200",
+    "hdfs": "hdfs://127.0.0.1:8020, WebHDFS/UI http://127.0.0.1:9870",
+    "airflow": "http://127.0.0.1:8080 (user admin, password in .stack/env)",
+}
+
+
+def cmd_status(quiet_exit: bool = False) -> int:
+    env = stack_env() if (STATE / "secrets.env").exists() else read_env_file(STACK / "native.env")
+    env.setdefault("POSTGRES_PORT", "5432")
+    down = 0
+    print(f"{'service':<12}{'state':<10}{'where':<62}log")
+    for svc in SERVICES:
+        running = svc.running() if pg_bin() or svc.name != "postgres" else False
+        ready = running and svc.ready(env) if "OPENSEARCH_URL" in env else running
+        state = "ready" if ready else ("starting" if running else "stopped")
+        down += state != "ready"
+        print(f"{svc.name:<12}{state:<10}{URLS[svc.name]:<62}{svc.log_file.relative_to(ROOT)}")
+    return 0 if quiet_exit or down == 0 else 3
+
+
+def cmd_logs(name: str | None, follow: bool, lines: int) -> None:
+    files = sorted(LOGS.glob("*.log")) if name is None else [
+        LOGS / f"{p}.log" for p in (BY_NAME[name].processes or [name])] if name in BY_NAME else [LOGS / f"{name}.log"]
+    if follow:
+        os.execvp("tail", ["tail", "-n", str(lines), "-F", *map(str, files)])
+    for f in files:
+        print(f"==> {f.relative_to(ROOT)} <==\n{tail(f, lines)}\n")
+
+
+def cmd_clean() -> None:
+    cmd_down()
+    data, sock = pg_dirs()
+    for d in (DATA, RUN, CONF, STATE / "airflow", data.parent):
+        shutil.rmtree(d, ignore_errors=True)
+    say("data removed (jars in .stack/lib and the .venv are kept)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="install what is missing, start services, create topics, apply sql/")
+    up.add_argument("services", nargs="*", metavar="SERVICE", help=f"any of {', '.join(BY_NAME)} (default: all)")
+    sub.add_parser("down", help="stop every service of the stack")
+    sub.add_parser("status", help="show each service's state (exit 3 unless all are ready)")
+    logs = sub.add_parser("logs", help="show the tail of the logs")
+    logs.add_argument("service", nargs="?")
+    logs.add_argument("-f", "--follow", action="store_true")
+    logs.add_argument("-n", "--lines", type=int, default=40)
+    sub.add_parser("install", help="install system packages, jars and Python packages only")
+    sub.add_parser("clean", help="stop everything and delete the stack's data")
+    sub.add_parser("env", help="print the stack's environment file path")
+    args = parser.parse_args()
+    try:
+        if args.command == "up":
+            unknown = set(args.services) - set(BY_NAME)
+            if unknown:
+                parser.error(f"unknown service(s) {sorted(unknown)}; known: {', '.join(BY_NAME)}")
+            cmd_up(args.services)
+        elif args.command == "down":
+            cmd_down()
+        elif args.command == "status":
+            return cmd_status()
+        elif args.command == "logs":
+            cmd_logs(args.service, args.follow, args.lines)
+        elif args.command == "install":
+            install()
+        elif args.command == "clean":
+            cmd_clean()
+        elif args.command == "env":
+            print(write_env_file(stack_env()))
+    except StackError as exc:
+        print(f"[stack] ERROR: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
