@@ -7,6 +7,7 @@ running it again changes nothing.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from crawlstore.settings import KafkaSettings, PostgresSettings
 from crawlstore.topics import topic_specs
 
 log = logging.getLogger(__name__)
-SQL_DIR = Path(__file__).resolve().parents[3] / "sql"
+SQL_DIR = Path(os.environ.get("CRAWLSTORE_SQL_DIR") or Path(__file__).resolve().parents[3] / "sql")
 
 
 def create_topics(settings: KafkaSettings, timeout_s: float = 120.0) -> list[str]:
