@@ -102,6 +102,7 @@ def stack_env() -> dict[str, str]:
     airflow_home = STATE / "airflow"
     env.update(
         {
+            "CRAWLSTORE_DATA_DIR": str(DATA / "runs"),
             "AIRFLOW_HOME": str(airflow_home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "airflow" / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "airflow" / "plugins"),

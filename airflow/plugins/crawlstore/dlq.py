@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from crawlstore.messages import Record
+from crawlstore.messages import OutgoingRecord, Record
 from crawlstore.topics import dlq_topic
 
 PREFIX = "__connect.errors."
@@ -37,17 +37,6 @@ MAX_STACKTRACE = 8_000
 STAGE_VALIDATE = "VALIDATE"
 STAGE_DESERIALIZE = "VALUE_CONVERTER"
 STAGE_SINK = "TASK_PUT"
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """A record ready to produce to the DLQ topic."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    timestamp_ms: int | None
-    headers: list[tuple[str, bytes]]
 
 
 @dataclass(frozen=True)
@@ -80,7 +69,7 @@ def dead_letter(
     error: BaseException,
     error_kind: str | None = None,
     now: datetime | None = None,
-) -> DeadLetter:
+) -> OutgoingRecord:
     """The DLQ record for `record`, which failed in `connector` at `stage` with `error`.
 
     A record that already carries DLQ context (a replay that failed again) keeps its first
@@ -107,7 +96,7 @@ def dead_letter(
     }
     headers = [(k, v) for k, v in record.headers if not _is_context_header(k)]
     headers += [(k, v.encode("utf-8", errors="replace")) for k, v in context.items()]
-    return DeadLetter(dlq_topic(origin_topic), record.key, record.value, record.timestamp_ms, headers)
+    return OutgoingRecord(dlq_topic(origin_topic), record.key, record.value, record.timestamp_ms, headers)
 
 
 def failure_context(headers: Sequence[tuple[str, bytes]]) -> FailureContext:

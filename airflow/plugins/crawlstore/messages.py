@@ -43,6 +43,17 @@ class Record:
         return f"{self.topic}[{self.partition}]@{self.offset}"
 
 
+@dataclass(frozen=True)
+class OutgoingRecord:
+    """A record to produce: a pipeline message or a dead letter."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None
+    headers: list[tuple[str, bytes]]
+
+
 class RecordRejected(Exception):
     """A record no retry can fix (bad bytes, bad JSON, schema violation): it goes to the DLQ."""
 
@@ -51,8 +62,8 @@ class RecordRejected(Exception):
         self.kind = kind
 
 
-def encode_item(item: Item, run_id: str) -> tuple[bytes, bytes, list[tuple[str, bytes]], int]:
-    """Key, value, headers and timestamp (ms) of the message carrying `item`."""
+def encode_item(item: Item, topic: str, run_id: str) -> OutgoingRecord:
+    """The message carrying `item` to `topic`."""
     value = json.dumps(to_json_dict(item), ensure_ascii=False, separators=(",", ":")).encode()
     headers = [
         (H_CONTENT_TYPE, CONTENT_TYPE.encode()),
@@ -60,7 +71,7 @@ def encode_item(item: Item, run_id: str) -> tuple[bytes, bytes, list[tuple[str, 
         (H_SOURCE, item.source.encode()),
         (H_RUN_ID, run_id.encode()),
     ]
-    return item.key.encode(), value, headers, int(item.crawled_at.timestamp() * 1000)
+    return OutgoingRecord(topic, item.key.encode(), value, int(item.crawled_at.timestamp() * 1000), headers)
 
 
 def decode_item(record: Record) -> Item:

@@ -6,6 +6,8 @@ Secrets are `SecretStr`, so they never show up in logs or reprs.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -49,3 +51,11 @@ class HdfsSettings(BaseSettings):
 
     webhdfs_url: str = Field(validation_alias="WEBHDFS_URL")
     user: str = Field(validation_alias="HDFS_USER")
+
+
+class PipelineSettings(BaseSettings):
+    """Where crawl runs keep their files (one folder per source and run)."""
+
+    model_config = SettingsConfigDict(env_prefix="CRAWLSTORE_", extra="ignore")
+
+    data_dir: Path

@@ -1,0 +1,56 @@
+"""One DAG per configured source: crawl → validate → publish_kafka.
+
+Sources live in crawlstore.sources; the task bodies in crawlstore.pipeline (imported inside
+the tasks, so parsing this file stays cheap and does no I/O).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.sdk import Param, dag, task
+
+from crawlstore.sources import SOURCES, Source
+
+
+def build_dag(source: Source) -> None:
+    @dag(
+        dag_id=f"crawl_{source.name}",
+        description=source.description,
+        schedule=source.schedule,
+        start_date=datetime(2026, 1, 1, tzinfo=UTC),
+        catchup=False,
+        max_active_runs=1,
+        tags=["crawl", source.kind, source.topic],
+        default_args={"retries": 2, "retry_delay": timedelta(seconds=30), "retry_exponential_backoff": True},
+        params={"max_pages": Param(None, type=["null", "integer"], minimum=1,
+                                   description="Stop after this many listing pages (empty: all)")},
+        doc_md=__doc__,
+    )
+    def crawl_source() -> None:
+        @task
+        def crawl(params: dict[str, Any] | None = None, run_id: str = "") -> dict[str, Any]:
+            from crawlstore import pipeline
+
+            return pipeline.crawl(source.name, run_id, (params or {}).get("max_pages"))
+
+        @task
+        def validate(crawled: dict[str, Any], run_id: str = "") -> dict[str, Any]:
+            from crawlstore import pipeline
+
+            return pipeline.validate(source.name, run_id, crawled)
+
+        @task
+        def publish_kafka(validated: dict[str, Any], run_id: str = "") -> dict[str, Any]:
+            from crawlstore import pipeline
+
+            return pipeline.publish_kafka(source.name, run_id, validated)
+
+        publish_kafka(validate(crawl()))
+
+    crawl_source()
+
+
+for _source in SOURCES:
+    build_dag(_source)

@@ -1,0 +1,103 @@
+"""The bodies of the crawl → validate → publish_kafka tasks; the DAG file only declares them.
+
+Each run keeps its files in CRAWLSTORE_DATA_DIR/<source>/<run id>/, so rerunning a run
+overwrites its own files and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from crawlstore.settings import PipelineSettings
+from crawlstore.sources import Source, get_source
+
+log = logging.getLogger(__name__)
+KAFKA_CONN_ID = "kafka_default"
+
+
+def run_dir(source: Source, run_id: str) -> Path:
+    safe_run = re.sub(r"[^A-Za-z0-9_.+-]", "_", run_id)
+    path = PipelineSettings().data_dir / source.name / safe_run  # type: ignore[call-arg]
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def crawl(source_name: str, run_id: str, max_pages: int | None = None) -> dict[str, Any]:
+    """Run the source's spider in a child process; fail when the site is down or yields nothing."""
+    from crawlstore.crawl import run_crawl
+
+    source = get_source(source_name)
+    output = run_dir(source, run_id) / "items.jsonl"
+    result = run_crawl(source, output, max_pages=max_pages)
+    log.info("crawled %d item(s) from %s into %s", result.item_count, source.name, output)
+    return {"items_path": str(output), "items": result.item_count}
+
+
+def validate(source_name: str, run_id: str, crawled: dict[str, Any]) -> dict[str, Any]:
+    """Check every item against its schema; invalid ones go to `<topic>-dlq` with the reason."""
+    from crawlstore.dlq import STAGE_VALIDATE, dead_letter
+    from crawlstore.items import to_json_dict
+    from crawlstore.messages import CONTENT_TYPE, H_CONTENT_TYPE, H_RUN_ID, H_SCHEMA, H_SOURCE, Record, RecordRejected
+    from crawlstore.items import item_type
+    from crawlstore.publish import PipelineProducerHook, check_topics, produce_all
+    from crawlstore.topics import dlq_topic
+    from crawlstore.validate import validate_file
+
+    source = get_source(source_name)
+    folder = run_dir(source, run_id)
+    valid, invalid, report = validate_file(Path(crawled["items_path"]), source.kind)
+    for line in report.lines():
+        log.info("%s", line)
+    valid_path = folder / "valid.jsonl"
+    tmp = valid_path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as out:
+        for item in valid:
+            out.write(json.dumps(to_json_dict(item), ensure_ascii=False) + "\n")
+    tmp.replace(valid_path)
+    (folder / "report.json").write_text(json.dumps(
+        {"total": report.total, "valid": report.valid, "invalid": report.invalid,
+         "duplicates": report.duplicates, "errors": dict(report.errors)}, indent=2))
+
+    dead_lettered = 0
+    if invalid:
+        producer = PipelineProducerHook(kafka_config_id=KAFKA_CONN_ID).get_producer()
+        check_topics(producer, [dlq_topic(source.topic)])
+        headers = [(H_CONTENT_TYPE, CONTENT_TYPE.encode()), (H_SCHEMA, item_type(source.kind).schema_version.encode()),
+                   (H_SOURCE, source.name.encode()), (H_RUN_ID, run_id.encode())]
+        now_ms = int(datetime.now(UTC).timestamp() * 1000)
+        letters = (
+            dead_letter(
+                Record(source.topic, -1, -1, bad.key, bad.raw,
+                       int(bad.crawled_at.timestamp() * 1000) if bad.crawled_at else now_ms, tuple(headers)),
+                connector="validate", stage=STAGE_VALIDATE,
+                error=RecordRejected(bad.kinds[0], f"line {bad.line_no}: {bad.message}"),
+            )
+            for bad in invalid
+        )
+        dead_lettered = produce_all(producer, letters).delivered
+        log.info("dead-lettered %d invalid item(s) to %s", dead_lettered, dlq_topic(source.topic))
+    return {"valid_path": str(valid_path), "valid": report.valid, "invalid": report.invalid,
+            "dead_lettered": dead_lettered, "errors": dict(report.errors)}
+
+
+def publish_kafka(source_name: str, run_id: str, validated: dict[str, Any]) -> dict[str, Any]:
+    """Publish the valid items (key = natural id) and fail if any delivery fails."""
+    from crawlstore.items import item_type
+    from crawlstore.messages import encode_item
+    from crawlstore.publish import PipelineProducerHook, check_topics, produce_all
+
+    source = get_source(source_name)
+    model = item_type(source.kind)
+    producer = PipelineProducerHook(kafka_config_id=KAFKA_CONN_ID).get_producer()
+    check_topics(producer, [source.topic])
+    with Path(validated["valid_path"]).open(encoding="utf-8") as lines:
+        records = (encode_item(model.model_validate_json(line), source.topic, run_id) for line in lines)
+        report = produce_all(producer, records)
+    log.info("published to %s: %s", source.topic, report.summary())
+    return {"published": report.delivered, "seconds": round(report.seconds, 3), "rate": round(report.rate, 1),
+            "by_partition": dict(report.by_partition)}
