@@ -38,4 +38,5 @@ lint:          ## ruff and mypy
 	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy
 
 compose-config: ## validate docker-compose.yml with a real compose parser
-	POSTGRES_PASSWORD=x AIRFLOW_ADMIN_PASSWORD=x AIRFLOW_JWT_SECRET=x docker-compose -f docker-compose.yml config -q
+	POSTGRES_PASSWORD=x AIRFLOW_ADMIN_PASSWORD=x AIRFLOW__API_AUTH__JWT_SECRET=x AIRFLOW__API__SECRET_KEY=x \
+		AIRFLOW__CORE__FERNET_KEY=x docker-compose -f docker-compose.yml config -q
