@@ -30,22 +30,28 @@ def build_dag(source: Source) -> None:
     )
     def crawl_source() -> None:
         @task
-        def crawl(params: dict[str, Any] | None = None, run_id: str = "") -> dict[str, Any]:
+        def crawl(
+            params: dict[str, Any] | None = None,
+            run_id: str | None = None,
+            data_interval_start: datetime | None = None,
+            data_interval_end: datetime | None = None,
+        ) -> dict[str, Any]:
             from crawlstore import pipeline
 
-            return pipeline.crawl(source.name, run_id, (params or {}).get("max_pages"))
+            interval = {"data_interval_start": data_interval_start, "data_interval_end": data_interval_end}
+            return pipeline.crawl(source.name, str(run_id), (params or {}).get("max_pages"), interval)
 
         @task
-        def validate(crawled: dict[str, Any], run_id: str = "") -> dict[str, Any]:
+        def validate(crawled: dict[str, Any], run_id: str | None = None,) -> dict[str, Any]:
             from crawlstore import pipeline
 
-            return pipeline.validate(source.name, run_id, crawled)
+            return pipeline.validate(source.name, str(run_id), crawled)
 
         @task
-        def publish_kafka(validated: dict[str, Any], run_id: str = "") -> dict[str, Any]:
+        def publish_kafka(validated: dict[str, Any], run_id: str | None = None,) -> dict[str, Any]:
             from crawlstore import pipeline
 
-            return pipeline.publish_kafka(source.name, run_id, validated)
+            return pipeline.publish_kafka(source.name, str(run_id), validated)
 
         publish_kafka(validate(crawl()))
 

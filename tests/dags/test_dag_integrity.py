@@ -17,7 +17,7 @@ DAGS = Path(__file__).resolve().parents[2] / "airflow" / "dags"
 def dagbag() -> Any:
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(DAGS), include_examples=False)
+    return DagBag(dag_folder=str(DAGS))
 
 
 def test_no_import_errors(dagbag: Any) -> None:
@@ -75,7 +75,7 @@ def test_parsing_does_no_io_and_no_connection_lookup(monkeypatch: pytest.MonkeyP
         monkeypatch.delitem(sys.modules, name)
     watching["on"] = True
     try:
-        bag = DagBag(dag_folder=str(DAGS), include_examples=False)
+        bag = DagBag(dag_folder=str(DAGS))
     finally:
         watching["on"] = False
     assert bag.import_errors == {}

@@ -27,13 +27,20 @@ def run_dir(source: Source, run_id: str) -> Path:
     return path
 
 
-def crawl(source_name: str, run_id: str, max_pages: int | None = None) -> dict[str, Any]:
-    """Run the source's spider in a child process; fail when the site is down or yields nothing."""
+def crawl(
+    source_name: str, run_id: str, max_pages: int | None = None, interval: dict[str, datetime | None] | None = None
+) -> dict[str, Any]:
+    """Run the source's spider in a child process; fail when the site is down or yields nothing.
+
+    The run's data interval fills the source's URL placeholders, so a rerun of the same run asks
+    the site for the same window.
+    """
     from crawlstore.crawl import run_crawl
 
     source = get_source(source_name)
     output = run_dir(source, run_id) / "items.jsonl"
-    result = run_crawl(source, output, max_pages=max_pages)
+    params = {k: v.astimezone(UTC).isoformat() for k, v in (interval or {}).items() if v is not None}
+    result = run_crawl(source, output, max_pages=max_pages, params=params)
     log.info("crawled %d item(s) from %s into %s", result.item_count, source.name, output)
     return {"items_path": str(output), "items": result.item_count}
 
