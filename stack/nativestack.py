@@ -606,6 +606,19 @@ def airflow_ready(env: dict[str, str]) -> bool:
     return all(health.get(k, {}).get("status") == "healthy" for k in ("metadatabase", "scheduler"))
 
 
+# Demo site ------------------------------------------------------------------------------
+
+
+def demo_site_start(env: dict[str, str]) -> None:
+    port = env["DEMO_SITE_URL"].rsplit(":", 1)[1].strip("/")
+    spawn("demo-site", [str(PY), "-m", "crawlstore.demosite", "serve", "--host", "127.0.0.1", "--port", port],
+          env={**os.environ, **env})
+
+
+def demo_site_ready(env: dict[str, str]) -> bool:
+    return http_get(f"{env['DEMO_SITE_URL']}/robots.txt")[0] == 200
+
+
 def group_stopper(*names: str) -> Callable[[], bool]:
     return lambda: any([stop_group(n) for n in names])
 
@@ -625,6 +638,8 @@ SERVICES = [
             log="hdfs-namenode.log", processes=["hdfs-namenode", "hdfs-datanode"]),
     Service("airflow", [8080], airflow_start, airflow_ready, group_stopper(*AIRFLOW_COMPONENTS),
             group_running(*AIRFLOW_COMPONENTS), 240, log="airflow-api-server.log", processes=AIRFLOW_COMPONENTS),
+    Service("demo-site", [8000], demo_site_start, demo_site_ready, group_stopper("demo-site"),
+            group_running("demo-site"), 30, processes=["demo-site"]),
 ]
 BY_NAME = {s.name: s for s in SERVICES}
 
@@ -708,6 +723,7 @@ URLS = {
     "opensearch": "http://127.0.0.1:9200",
     "hdfs": "hdfs://127.0.0.1:8020, WebHDFS/UI http://127.0.0.1:9870",
     "airflow": "http://127.0.0.1:8080 (user admin, password in .stack/env)",
+    "demo-site": "http://127.0.0.1:8000 (catalogue and /api/readings)",
 }
 
 

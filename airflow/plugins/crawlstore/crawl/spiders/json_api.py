@@ -1,0 +1,69 @@
+"""A generic JSON API spider: one item per record, fields mapped by the Source's selectors."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from scrapy.http import Response, TextResponse
+
+from crawlstore.crawl.spiders.base import SourceSpider
+
+logger = logging.getLogger(__name__)
+
+
+def dig(data: Any, path: str) -> Any:
+    """The value at a dotted path (`a.b.0`); None where the path leads nowhere."""
+    if not path:
+        return data
+    for step in path.split("."):
+        if isinstance(data, dict):
+            data = data.get(step)
+        elif isinstance(data, list) and step.lstrip("-").isdigit() and -len(data) <= int(step) < len(data):
+            data = data[int(step)]
+        else:
+            return None
+    return data
+
+
+class JsonApiSpider(SourceSpider):
+    name = "json_api"
+
+    def parse(self, response: Response, **kwargs: Any) -> Iterator[Any]:
+        first = int(response.meta.get("page_number", 1)) == 1
+        try:
+            if not isinstance(response, TextResponse):
+                raise ValueError(f"binary response ({response.headers.get('Content-Type')!r})")
+            data = json.loads(response.text)
+        except ValueError as exc:
+            self._bad_page(response, f"is not JSON: {exc}", first)
+            return
+        selectors = self.source.selectors
+        records = dig(data, selectors.get("records", ""))
+        if not isinstance(records, list):
+            where = selectors.get("records") or "the top level"
+            self._bad_page(response, f"has no list of records at {where}", first)
+            return
+        fields = self.source.field_selectors
+        for number, record in enumerate(records):
+            if not isinstance(record, dict):
+                # Not an item of any kind: nothing to validate, so say so loudly instead.
+                logger.error(
+                    "record %d of %s is a JSON %s, not an object", number, response.url, type(record).__name__
+                )
+                if crawler := getattr(self, "crawler", None):
+                    crawler.stats.inc_value("crawlstore/non_object_records")
+                continue
+            yield self.make_item({name: dig(record, path) for name, path in fields.items()}, response.url)
+        next_page = dig(data, selectors["next_page"]) if "next_page" in selectors else None
+        if isinstance(next_page, str) and next_page and self.may_follow(response):
+            number = int(response.meta.get("page_number", 1)) + 1
+            yield response.follow(next_page, callback=self.parse, meta={"page_number": number})
+
+    def _bad_page(self, response: Response, problem: str, first: bool) -> None:
+        message = f"response from {response.url} {problem}"
+        if first:
+            self.start_failure = f"bad_response: {message}"
+        logger.error("%s", message)
