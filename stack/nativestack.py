@@ -708,13 +708,14 @@ def cmd_up(names: list[str]) -> None:
     cmd_status(quiet_exit=True)
 
 
-def cmd_down() -> None:
+def cmd_down(names: list[str] | None = None) -> None:
     for svc in reversed(SERVICES):
-        if svc.stop():
+        if (not names or svc.name in names) and svc.stop():
             say(f"{svc.name}: stopped")
-    leftovers = [p.stem for p in RUN.glob("*.pid") if pid_of(p.stem)]
-    if leftovers:
-        raise StackError(f"still running: {leftovers}")
+    if not names:
+        leftovers = [p.stem for p in RUN.glob("*.pid") if pid_of(p.stem)]
+        if leftovers:
+            raise StackError(f"still running: {leftovers}")
 
 
 URLS = {
@@ -763,7 +764,8 @@ def main() -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="install what is missing, start services, create topics, apply sql/")
     up.add_argument("services", nargs="*", metavar="SERVICE", help=f"any of {', '.join(BY_NAME)} (default: all)")
-    sub.add_parser("down", help="stop every service of the stack")
+    down = sub.add_parser("down", help="stop every service of the stack (or only those named)")
+    down.add_argument("services", nargs="*", metavar="SERVICE")
     sub.add_parser("status", help="show each service's state (exit 3 unless all are ready)")
     logs = sub.add_parser("logs", help="show the tail of the logs")
     logs.add_argument("service", nargs="?")
@@ -774,13 +776,14 @@ def main() -> int:
     sub.add_parser("env", help="print the stack's environment file path")
     args = parser.parse_args()
     try:
-        if args.command == "up":
+        if args.command in ("up", "down"):
             unknown = set(args.services) - set(BY_NAME)
             if unknown:
                 parser.error(f"unknown service(s) {sorted(unknown)}; known: {', '.join(BY_NAME)}")
+        if args.command == "up":
             cmd_up(args.services)
         elif args.command == "down":
-            cmd_down()
+            cmd_down(args.services)
         elif args.command == "status":
             return cmd_status()
         elif args.command == "logs":

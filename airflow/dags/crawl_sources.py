@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 from crawlstore.sources import SOURCES, Source
 
@@ -18,8 +18,9 @@ def build_dag(source: Source) -> None:
     @dag(
         dag_id=f"crawl_{source.name}",
         description=source.description,
-        schedule=source.schedule,
-        start_date=datetime(2026, 1, 1, tzinfo=UTC),
+        # Data intervals (not Airflow 3's default trigger timetable): each run crawls its own window.
+        schedule=CronDataIntervalTimetable(source.schedule, timezone="UTC"),
+        start_date=datetime(2025, 1, 1, tzinfo=UTC),
         catchup=False,
         max_active_runs=1,
         tags=["crawl", source.kind, source.topic],
