@@ -36,9 +36,12 @@ def build_dag(source: Source) -> None:
             run_id: str | None = None,
             data_interval_start: datetime | None = None,
             data_interval_end: datetime | None = None,
+            dag_run: Any = None,
         ) -> dict[str, Any]:
             from crawlstore import pipeline
 
+            if data_interval_start is None or data_interval_end is None:  # triggered without a logical date
+                data_interval_start, data_interval_end = pipeline.manual_interval(source, dag_run.run_after)
             interval = {"data_interval_start": data_interval_start, "data_interval_end": data_interval_end}
             return pipeline.crawl(source.name, str(run_id), (params or {}).get("max_pages"), interval)
 

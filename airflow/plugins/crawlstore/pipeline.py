@@ -27,6 +27,17 @@ def run_dir(source: Source, run_id: str) -> Path:
     return path
 
 
+def manual_interval(source: Source, run_after: datetime) -> tuple[datetime, datetime]:
+    """The interval a run triggered without a logical date covers: the last complete period."""
+    import pendulum
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    interval = CronDataIntervalTimetable(source.schedule, timezone="UTC").infer_manual_data_interval(
+        run_after=pendulum.instance(run_after)
+    )
+    return interval.start, interval.end
+
+
 def crawl(
     source_name: str, run_id: str, max_pages: int | None = None, interval: dict[str, datetime | None] | None = None
 ) -> dict[str, Any]:
