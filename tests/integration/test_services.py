@@ -55,6 +55,7 @@ def test_pipeline_topics_exist_with_their_dlq_twins(stack_env: dict[str, str]) -
     for topic in ("crawl.products", "crawl.readings"):
         assert described.get(topic) == 3
         assert described.get(f"{topic}-dlq") == 1
+        assert described.get(f"{topic}-dlq-parking") == 1
 
 
 def _pg(stack_env: dict[str, str]) -> psycopg2.extensions.connection:

@@ -7,11 +7,17 @@ from dataclasses import dataclass, field
 # One topic per source kind; the sources module maps each configured source to one of these.
 PIPELINE_TOPICS = ("crawl.products", "crawl.readings")
 DLQ_SUFFIX = "-dlq"
+PARKING_SUFFIX = "-dlq-parking"
 WEEK_MS = 7 * 24 * 3600 * 1000
 
 
 def dlq_topic(topic: str) -> str:
     return f"{topic}{DLQ_SUFFIX}"
+
+
+def parking_topic(topic: str) -> str:
+    """Where dead letters go that failed every replay: kept, never replayed automatically."""
+    return f"{topic}{PARKING_SUFFIX}"
 
 
 @dataclass(frozen=True)
@@ -27,4 +33,5 @@ def topic_specs(partitions: int) -> list[TopicSpec]:
     for topic in PIPELINE_TOPICS:
         specs.append(TopicSpec(topic, partitions, {"retention.ms": str(WEEK_MS)}))
         specs.append(TopicSpec(dlq_topic(topic), 1, {"retention.ms": "-1"}))
+        specs.append(TopicSpec(parking_topic(topic), 1, {"retention.ms": "-1"}))
     return specs
