@@ -378,6 +378,7 @@ class Service:
     timeout: float = 180.0
     log: str = ""
     processes: list[str] = field(default_factory=list)
+    after_init: bool = False  # needs the topics and tables that init creates
 
     @property
     def log_file(self) -> Path:
@@ -619,6 +620,23 @@ def demo_site_ready(env: dict[str, str]) -> bool:
     return http_get(f"{env['DEMO_SITE_URL']}/robots.txt")[0] == 200
 
 
+# Consumers ------------------------------------------------------------------------------
+
+SINK_PORTS = {"postgres": 9101, "opensearch": 9102, "hdfs": 9103}
+CONSUMERS = [f"consumer-{sink}" for sink in SINK_PORTS]
+
+
+def consumers_start(env: dict[str, str]) -> None:
+    for sink, port in SINK_PORTS.items():
+        if pid_of(f"consumer-{sink}") is None:
+            spawn(f"consumer-{sink}", [str(PY), "-m", "consumers", sink],
+                  env={**os.environ, **env, "CONSUMER_METRICS_PORT": str(port)})
+
+
+def consumers_ready(env: dict[str, str]) -> bool:
+    return all(http_get(f"http://127.0.0.1:{port}/health")[0] == 200 for port in SINK_PORTS.values())
+
+
 def group_stopper(*names: str) -> Callable[[], bool]:
     return lambda: any([stop_group(n) for n in names])
 
@@ -640,6 +658,8 @@ SERVICES = [
             group_running(*AIRFLOW_COMPONENTS), 240, log="airflow-api-server.log", processes=AIRFLOW_COMPONENTS),
     Service("demo-site", [8000], demo_site_start, demo_site_ready, group_stopper("demo-site"),
             group_running("demo-site"), 30, processes=["demo-site"]),
+    Service("consumers", list(SINK_PORTS.values()), consumers_start, consumers_ready, group_stopper(*CONSUMERS),
+            group_running(*CONSUMERS), 90, log="consumer-postgres.log", processes=CONSUMERS, after_init=True),
 ]
 BY_NAME = {s.name: s for s in SERVICES}
 
@@ -687,6 +707,15 @@ def cmd_up(names: list[str]) -> None:
     os.environ.update({"POSTGRES_PORT": env["POSTGRES_PORT"]})
     write_env_file(env)
     targets = [BY_NAME[n] for n in names] if names else SERVICES
+    start_services([s for s in targets if not s.after_init], env)
+    if not names or "kafka" in names:
+        init_pipeline(env)
+    start_services([s for s in targets if s.after_init], env)
+    say(f"stack up in {time.monotonic() - t0:.0f}s")
+    cmd_status(quiet_exit=True)
+
+
+def start_services(targets: list[Service], env: dict[str, str]) -> None:
     starting: list[Service] = []
     for svc in targets:
         if svc.running() and svc.ready(env):
@@ -702,10 +731,6 @@ def cmd_up(names: list[str]) -> None:
             wait_ready([svc], env)
             starting.remove(svc)
     wait_ready(starting, env)
-    if not names or "kafka" in names:
-        init_pipeline(env)
-    say(f"stack up in {time.monotonic() - t0:.0f}s")
-    cmd_status(quiet_exit=True)
 
 
 def cmd_down(names: list[str] | None = None) -> None:
@@ -725,6 +750,7 @@ URLS = {
     "hdfs": "hdfs://127.0.0.1:8020, WebHDFS/UI http://127.0.0.1:9870",
     "airflow": "http://127.0.0.1:8080 (user admin, password in .stack/env)",
     "demo-site": "http://127.0.0.1:8000 (catalogue and /api/readings)",
+    "consumers": "health+metrics http://127.0.0.1:9101 (pg) 9102 (os) 9103 (hdfs)",
 }
 
 

@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK = [sys.executable, str(ROOT / "stack" / "nativestack.py")]
-SERVICES = ("postgres", "kafka", "opensearch", "hdfs", "airflow")
+SERVICES = ("postgres", "kafka", "opensearch", "hdfs", "airflow", "demo-site", "consumers")
 
 pytestmark = [pytest.mark.integration, pytest.mark.stack_lifecycle]
 

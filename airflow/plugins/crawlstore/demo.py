@@ -1,0 +1,182 @@
+"""`make demo`: crawl the bundled demo site into Kafka and all three stores, then say what landed where.
+
+Runs the crawl DAGs on the running Airflow through its REST API (as a user would from the UI),
+waits until the three consumer groups have caught up, and prints counts from each store and the
+dead-letter topics, with the commands to look for yourself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+import psycopg2
+import requests
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+from crawlstore.airflow_api import AirflowApi
+from crawlstore.dlq import failure_context
+from crawlstore.settings import HdfsSettings, KafkaSettings, OpenSearchSettings, PostgresSettings
+from crawlstore.sources import SOURCES
+from crawlstore.topics import PIPELINE_TOPICS, dlq_topic, parking_topic
+
+log = logging.getLogger("crawlstore.demo")
+GROUPS = ("crawlstore-postgres", "crawlstore-opensearch", "crawlstore-hdfs")
+HDFS_ROOT = "/crawlstore/topics"
+
+
+def group_lag(kafka: KafkaSettings) -> dict[str, int]:
+    """Records each sink's consumer group has not committed yet, over the pipeline topics."""
+    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers, client_id="crawlstore-demo")
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers)
+    try:
+        partitions = [TopicPartition(t, p) for t in PIPELINE_TOPICS for p in consumer.partitions_for_topic(t) or ()]
+        end = consumer.end_offsets(partitions)
+        lag = {}
+        for group in GROUPS:
+            committed = admin.list_group_offsets(group).get(group, {})
+            lag[group] = sum(end[tp] - (committed[tp].offset if tp in committed else 0) for tp in partitions)
+        return lag
+    finally:
+        consumer.close()
+        admin.close()
+
+
+def wait_for_consumers(kafka: KafkaSettings, timeout_s: float) -> dict[str, int]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        lag = group_lag(kafka)
+        if not any(lag.values()) or time.monotonic() > deadline:
+            return lag
+        log.info("waiting for the consumers to catch up: %s", ", ".join(f"{g} lag {n}" for g, n in lag.items()))
+        time.sleep(2)
+
+
+def dead_letters(kafka: KafkaSettings, topic: str) -> Counter[str]:
+    """Dead letters in `topic` by failing stage/sink and error kind."""
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        end = consumer.end_offsets(partitions)
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        counts: Counter[str] = Counter()
+        while any(consumer.position(tp) < end[tp] for tp in partitions):
+            for batch in consumer.poll(timeout_ms=1000).values():
+                for message in batch:
+                    ctx = failure_context(message.headers)
+                    counts[f"{ctx.connector or '?'}: {ctx.error_kind or ctx.exception_class}"] += 1
+        return counts
+    finally:
+        consumer.close()
+
+
+def hdfs_summary(hdfs: HdfsSettings, topic: str) -> tuple[int, int]:
+    """Committed files and lines under the topic's directory."""
+    base = f"{hdfs.webhdfs_url}/webhdfs/v1{HDFS_ROOT}/{topic}"
+    user = {"user.name": hdfs.user}
+    files = lines = 0
+    days = requests.get(base, params={"op": "LISTSTATUS", **user}, timeout=10)
+    if days.status_code == 404:
+        return 0, 0
+    for day in days.json()["FileStatuses"]["FileStatus"]:
+        if day["type"] != "DIRECTORY":
+            continue
+        listing = requests.get(f"{base}/{day['pathSuffix']}", params={"op": "LISTSTATUS", **user}, timeout=10)
+        for f in listing.json()["FileStatuses"]["FileStatus"]:
+            if f["type"] == "FILE" and not f["pathSuffix"].startswith("_"):
+                files += 1
+                body = requests.get(f"{base}/{day['pathSuffix']}/{f['pathSuffix']}", params={"op": "OPEN", **user},
+                                    timeout=30)
+                lines += body.content.count(b"\n")
+    return files, lines
+
+
+def run_crawls(api: AirflowApi, max_pages: int | None, timeout_s: float) -> dict[str, Any]:
+    dag_ids = [f"crawl_{s.name}" for s in SOURCES]
+    api.wait_for_dags(dag_ids)
+    results: dict[str, Any] = {}
+    runs = {}
+    for dag_id in dag_ids:
+        conf = {"max_pages": max_pages} if max_pages else {}
+        runs[dag_id] = api.trigger(dag_id, conf=conf)
+        log.info("triggered %s run %s", dag_id, runs[dag_id])
+        api.unpause(dag_id)
+    try:
+        for dag_id, run_id in runs.items():
+            state = api.wait_for_run(dag_id, run_id, timeout_s=timeout_s)
+            if state != "success":
+                raise SystemExit(f"{dag_id} run {run_id} {state}: {api.task_states(dag_id, run_id)}; "
+                                 f"task logs in the Airflow UI or .stack/logs/airflow-tasks/dag_id={dag_id}/")
+            results[dag_id] = {task: api.xcom(dag_id, run_id, task) for task in ("crawl", "validate", "publish_kafka")}
+    finally:
+        for dag_id in dag_ids:  # scheduled runs stay off: the demo decides when to crawl
+            api.call("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
+    return results
+
+
+def report(results: dict[str, Any], lag: dict[str, int], kafka: KafkaSettings) -> None:
+    pg, os_settings, hdfs = PostgresSettings(), OpenSearchSettings(), HdfsSettings()
+    print("\n=== Crawled (Airflow runs) ===")
+    for dag_id, r in results.items():
+        v = r["validate"]
+        print(f"{dag_id:<22} crawled {r['crawl']['items']:>5}   valid {v['valid']:>5}   invalid {v['invalid']:>3} "
+              f"(dead-lettered {v['dead_lettered']})   published {r['publish_kafka']['published']:>5} "
+              f"at {r['publish_kafka']['rate']:,.0f} msg/s")
+    print("\n=== Landed ===")
+    with psycopg2.connect(**pg.connect_kwargs()) as conn, conn.cursor() as cur:
+        for table in ("products", "readings"):
+            cur.execute(f"SELECT count(*) FROM {table}")  # fixed table names
+            print(f"PostgreSQL  {table:<9} {cur.fetchone()[0]:>6} rows")  # type: ignore[index]
+    conn.close()
+    for kind in ("products", "readings"):
+        count = requests.get(f"{os_settings.url}/crawl-{kind}/_count", timeout=10).json().get("count", 0)
+        print(f"OpenSearch  crawl-{kind:<9} {count:>6} documents")
+    for topic in PIPELINE_TOPICS:
+        files, lines = hdfs_summary(hdfs, topic)
+        print(f"HDFS        {HDFS_ROOT}/{topic}/  {files} file(s), {lines} line(s)")
+    print(f"consumer lag: {', '.join(f'{g} {n}' for g, n in lag.items())}")
+    print("\n=== Dead letters ===")
+    for topic in PIPELINE_TOPICS:
+        for t in (dlq_topic(topic), parking_topic(topic)):
+            counts = dead_letters(kafka, t)
+            detail = ", ".join(f"{k} ×{n}" for k, n in counts.most_common(6))
+            print(f"{t:<28} {sum(counts.values()):>4}  {detail}")
+    print(f"""
+=== Look for yourself ===
+Airflow UI       {os.environ.get("AIRFLOW_API_URL", "http://127.0.0.1:8080")}  (admin / AIRFLOW_ADMIN_PASSWORD in .stack/env)
+PostgreSQL       set -a; . .stack/env; set +a; PGPASSWORD=$POSTGRES_PASSWORD psql -h 127.0.0.1 -U crawlstore crawlstore \\
+                   -c 'SELECT product_id, name, price, kafka_partition, kafka_offset FROM products LIMIT 5'
+OpenSearch       curl '{os_settings.url}/crawl-products/_search?q=name:lamp&size=3&pretty'
+HDFS             {hdfs.webhdfs_url}/explorer.html#{HDFS_ROOT}
+Kafka            kcat -b {kafka.bootstrap_servers} -C -t crawl.products -o -3 -e -f '%t[%p]@%o %k %h\\n%s\\n'
+Dead letters     kcat -b {kafka.bootstrap_servers} -C -t crawl.products-dlq -e -f '%k\\n%h\\n\\n'
+Consumers        curl http://127.0.0.1:9101/metrics   (9102 opensearch, 9103 hdfs)
+Replay           docs/replay.md""")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m crawlstore.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--max-pages", type=int, default=None, help="listing pages to crawl (default: all)")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for each run and the consumers")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    for chatty in ("kafka", "urllib3"):  # client libraries narrate every connection
+        logging.getLogger(chatty).setLevel(logging.ERROR)
+    kafka = KafkaSettings()
+    api = AirflowApi(os.environ["AIRFLOW_API_URL"], os.environ.get("AIRFLOW_ADMIN_USER", "admin"),
+                     os.environ["AIRFLOW_ADMIN_PASSWORD"])
+    results = run_crawls(api, args.max_pages, args.timeout)
+    lag = wait_for_consumers(kafka, args.timeout)
+    report(results, lag, kafka)
+    return 0 if not any(lag.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
