@@ -72,7 +72,7 @@ def ensure_secrets() -> dict[str, str]:
     """Generate the stack's passwords and keys once; they never leave .stack/ (mode 0600)."""
     path = STATE / "secrets.env"
     current = read_env_file(path)
-    wanted = {
+    wanted: dict[str, Callable[[], str]] = {
         "POSTGRES_PASSWORD": lambda: secrets.token_hex(16),
         "AIRFLOW_ADMIN_PASSWORD": lambda: secrets.token_hex(12),
         "AIRFLOW__API_AUTH__JWT_SECRET": lambda: secrets.token_hex(32),

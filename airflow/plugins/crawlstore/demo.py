@@ -132,7 +132,7 @@ def report(results: dict[str, Any], lag: dict[str, int], kafka: KafkaSettings) -
     with psycopg2.connect(**pg.connect_kwargs()) as conn, conn.cursor() as cur:
         for table in ("products", "readings"):
             cur.execute(f"SELECT count(*) FROM {table}")  # fixed table names
-            print(f"PostgreSQL  {table:<9} {cur.fetchone()[0]:>6} rows")  # type: ignore[index]
+            print(f"PostgreSQL  {table:<9} {cur.fetchone()[0]:>6} rows")
     conn.close()
     for kind in ("products", "readings"):
         count = requests.get(f"{os_settings.url}/crawl-{kind}/_count", timeout=10).json().get("count", 0)

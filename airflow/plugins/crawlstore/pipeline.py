@@ -22,7 +22,7 @@ KAFKA_CONN_ID = "kafka_default"
 
 def run_dir(source: Source, run_id: str) -> Path:
     safe_run = re.sub(r"[^A-Za-z0-9_.+-]", "_", run_id)
-    path = PipelineSettings().data_dir / source.name / safe_run  # type: ignore[call-arg]
+    path = PipelineSettings().data_dir / source.name / safe_run
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -7,6 +7,7 @@ Secrets are `SecretStr`, so they never show up in logs or reprs.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,7 +30,7 @@ class PostgresSettings(BaseSettings):
     user: str
     password: SecretStr
 
-    def connect_kwargs(self) -> dict[str, object]:
+    def connect_kwargs(self) -> dict[str, Any]:
         return {
             "host": self.host,
             "port": self.port,
