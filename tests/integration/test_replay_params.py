@@ -1,0 +1,89 @@
+"""How a dlq_replay DAG run's params and run type become a replay request (no services needed)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from consumers.replay import RateLimiter, ReplayRequest, request_from_params
+from crawlstore.topics import PIPELINE_TOPICS
+
+pytestmark = pytest.mark.unit
+DAY = (datetime(2026, 11, 10, tzinfo=UTC), datetime(2026, 11, 11, tzinfo=UTC))
+
+
+def resolve(run_type: str, interval: tuple[datetime, datetime] | None = DAY, **params: Any) -> ReplayRequest:
+    start, end = interval or (None, None)
+    return request_from_params(
+        params, run_id="r1", run_type=run_type, data_interval_start=start, data_interval_end=end
+    )
+
+
+@pytest.mark.parametrize("run_type", ["scheduled", "backfill"])
+def test_scheduled_and_backfill_runs_replay_the_failures_of_their_interval(run_type: str) -> None:
+    request = resolve(run_type)
+    assert (request.failed_from, request.failed_to) == DAY
+    assert request.topics == PIPELINE_TOPICS and request.target == "sink" and request.max_replays == 3
+    assert not request.dry_run and request.group == "crawlstore-dlq-replay.r1"
+
+
+def test_manual_runs_have_no_time_bound_unless_given() -> None:
+    assert (resolve("manual").failed_from, resolve("manual").failed_to) == (None, None)
+    given = resolve("manual", failed_from="2026-11-12T00:00:00Z", failed_to="2026-11-13T00:00:00+00:00")
+    assert given.failed_from == datetime(2026, 11, 12, tzinfo=UTC)
+    assert given.failed_to == datetime(2026, 11, 13, tzinfo=UTC)
+
+
+def test_a_scheduled_run_without_an_interval_refuses_to_replay_everything() -> None:
+    with pytest.raises(ValueError, match="no data interval"):
+        resolve("scheduled", interval=None)
+
+
+def test_params_are_checked() -> None:
+    request = resolve(
+        "manual",
+        topic="crawl.products",
+        sink="hdfs",
+        error_class="postgres_*",
+        offset_from=3,
+        offset_to="9",
+        max_records=5,
+        rate_limit=2.5,
+        dry_run=True,
+        target="topic",
+        max_replays=5,
+    )
+    assert (request.topics, request.sink, request.offset_from, request.offset_to) == (
+        ("crawl.products",),
+        "hdfs",
+        3,
+        9,
+    )
+    assert (request.max_records, request.rate_limit, request.dry_run, request.target) == (
+        5,
+        2.5,
+        True,
+        "topic",
+    )
+    for bad in (
+        {"topic": "crawl.products-dlq"},
+        {"sink": "mysql"},
+        {"target": "both"},
+        {"offset_from": 9, "offset_to": 3},
+        {"failed_from": "2026-11-12T00:00:00Z", "failed_to": "2026-11-11T00:00:00Z"},
+        {"rate_limit": 0},
+    ):
+        with pytest.raises(ValueError, match="invalid replay request"):
+            resolve("manual", **bad)
+
+
+def test_rate_limiter_allows_one_seconds_burst_then_paces() -> None:
+    now, slept = [0.0], []
+    limiter = RateLimiter(
+        10, clock=lambda: now[0], sleep=lambda s: (slept.append(s), now.__setitem__(0, now[0] + s))
+    )
+    for _ in range(3):
+        limiter.acquire(10)
+    assert slept == [pytest.approx(1.0), pytest.approx(1.0)]
