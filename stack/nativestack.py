@@ -40,9 +40,9 @@ APT_PACKAGES = ["postgresql", "docker-compose", "kcat"]
 HADOOP_OPENS = [
     f"--add-opens=java.base/{p}=ALL-UNNAMED"
     for p in (
-        "java.io java.lang java.lang.reflect java.math java.net java.text java.util "
-        "java.util.concurrent java.util.zip sun.security.util sun.security.x509 sun.net.util"
-    ).split()
+        *("java.io", "java.lang", "java.lang.reflect", "java.math", "java.net", "java.text", "java.util"),
+        *("java.util.concurrent", "java.util.zip", "sun.security.util", "sun.security.x509", "sun.net.util"),
+    )
 ]
 
 
@@ -60,8 +60,8 @@ class StackError(RuntimeError):
 def read_env_file(path: Path) -> dict[str, str]:
     env: dict[str, str] = {}
     if path.exists():
-        for line in path.read_text().splitlines():
-            line = line.strip()
+        for raw in path.read_text().splitlines():
+            line = raw.strip()
             if line and not line.startswith("#") and "=" in line:
                 key, value = line.split("=", 1)
                 env[key] = shlex.split(value)[0] if value else ""
@@ -95,10 +95,7 @@ def stack_env() -> dict[str, str]:
     """The whole environment of the native stack: settings, secrets, Airflow config."""
     env = read_env_file(STACK / "native.env")
     env.update(ensure_secrets())
-    pg = (
-        f"{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}"
-        f"@{env['POSTGRES_HOST']}:{env['POSTGRES_PORT']}"
-    )
+    pg = f"{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}@{env['POSTGRES_HOST']}:{env['POSTGRES_PORT']}"
     airflow_home = STATE / "airflow"
     env.update(
         {
@@ -146,11 +143,13 @@ def write_env_file(env: dict[str, str]) -> Path:
 def run(cmd: list[str], log: Path | None = None, env: dict[str, str] | None = None, **kw: object) -> None:
     """Run a command; on failure raise with the command and the tail of its log."""
     if log is None:
-        result = subprocess.run(cmd, env=env, **kw)  # type: ignore[call-overload]
+        result = subprocess.run(cmd, check=False, env=env, **kw)  # type: ignore[call-overload]
     else:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
-            result = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, **kw)  # type: ignore[call-overload]
+            result = subprocess.run(  # type: ignore[call-overload]
+                cmd, check=False, env=env, stdout=out, stderr=subprocess.STDOUT, **kw
+            )
     if result.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log else ""
         raise StackError(f"command failed ({result.returncode}): {shlex.join(cmd)}\n{tail}\nlog: {log}")
@@ -179,7 +178,9 @@ def install_system() -> None:
     if not missing:
         return
     if os.geteuid() != 0:
-        raise StackError(f"missing system packages {missing}: install them (apt-get install {' '.join(missing)})")
+        raise StackError(
+            f"missing system packages {missing}: install them (apt-get install {' '.join(missing)})"
+        )
     say(f"installing Debian packages: {' '.join(missing)}")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     run(["apt-get", "update", "-qq"], LOGS / "install.log", env=env)
@@ -206,9 +207,14 @@ def install_jars() -> None:
         t0 = time.monotonic()
         run(
             [
-                "mvn", "-q", "-B", "-f", str(pom),
+                "mvn",
+                "-q",
+                "-B",
+                "-f",
+                str(pom),
                 "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies",
-                "-DincludeScope=runtime", f"-DoutputDirectory={target}",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={target}",
             ],
             LOGS / "install.log",
         )
@@ -329,7 +335,7 @@ def group_alive(pgid: int) -> bool:
 def http_get(url: str, timeout: float = 3.0, headers: dict[str, str] | None = None) -> tuple[int, str]:
     req = urllib.request.Request(url, headers=headers or {})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (local URLs only)
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, resp.read().decode(errors="replace")
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(errors="replace")
@@ -419,7 +425,9 @@ def pg_ctl(*args: str) -> subprocess.CompletedProcess[bytes]:
     if bindir is None:
         raise StackError("PostgreSQL is not installed (apt-get install postgresql)")
     data, _ = pg_dirs()
-    return subprocess.run([*pg_as_owner(), str(bindir / "pg_ctl"), "-D", str(data), *args], capture_output=True, check=False)
+    return subprocess.run(
+        [*pg_as_owner(), str(bindir / "pg_ctl"), "-D", str(data), *args], capture_output=True, check=False
+    )
 
 
 def pg_running() -> bool:
@@ -439,9 +447,22 @@ def pg_start(env: dict[str, str]) -> None:
             shutil.chown(p, "postgres", "postgres")
     if not (data / "PG_VERSION").exists():
         say("postgres: initdb (first start) ...")
-        run([*pg_as_owner(), str(bindir / "initdb"), "-D", str(data), "-U", pg_superuser(),
-             "--auth-local=peer", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"],
-            LOGS / "postgres-init.log")
+        run(
+            [
+                *pg_as_owner(),
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                pg_superuser(),
+                "--auth-local=peer",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ],
+            LOGS / "postgres-init.log",
+        )
         with (data / "postgresql.conf").open("a") as conf:
             conf.write(
                 f"\n# native stack\nlisten_addresses = '127.0.0.1'\nport = {env['POSTGRES_PORT']}\n"
@@ -458,9 +479,25 @@ def psql_super(sql: str, db: str = "postgres") -> str:
     assert bindir is not None
     _, sock = pg_dirs()
     out = subprocess.run(
-        [*pg_as_owner(), str(bindir / "psql"), "-h", str(sock), "-p", os.environ.get("POSTGRES_PORT", "5432"),
-         "-U", pg_superuser(), "-d", db, "-v", "ON_ERROR_STOP=1", "-Atqc", sql],
-        capture_output=True, check=False, text=True,
+        [
+            *pg_as_owner(),
+            str(bindir / "psql"),
+            "-h",
+            str(sock),
+            "-p",
+            os.environ.get("POSTGRES_PORT", "5432"),
+            "-U",
+            pg_superuser(),
+            "-d",
+            db,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-Atqc",
+            sql,
+        ],
+        capture_output=True,
+        check=False,
+        text=True,
     )
     if out.returncode != 0:
         raise StackError(f"postgres bootstrap failed: {out.stderr.strip()}")
@@ -486,7 +523,9 @@ def pg_ready(env: dict[str, str]) -> bool:
     bindir = pg_bin()
     if bindir is None:
         return False
-    out = subprocess.run([str(bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", env["POSTGRES_PORT"]], check=False)
+    out = subprocess.run(
+        [str(bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", env["POSTGRES_PORT"]], check=False
+    )
     return out.returncode == 0
 
 
@@ -506,9 +545,25 @@ def kafka_start(env: dict[str, str]) -> None:
     log4j = f"-Dlog4j.configuration=file:{STACK / 'conf' / 'kafka-log4j.properties'}"
     if not (DATA / "kafka" / "meta.properties").exists():
         cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
-        run([java(), "-cp", cp, log4j, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-             "-c", str(props), "--ignore-formatted"], LOGS / "kafka.log")
-    spawn("kafka", [java(), "-Xms512m", "-Xmx1g", "-XX:+UseG1GC", "-cp", cp, log4j, "kafka.Kafka", str(props)])
+        run(
+            [
+                java(),
+                "-cp",
+                cp,
+                log4j,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(props),
+                "--ignore-formatted",
+            ],
+            LOGS / "kafka.log",
+        )
+    spawn(
+        "kafka", [java(), "-Xms512m", "-Xmx1g", "-XX:+UseG1GC", "-cp", cp, log4j, "kafka.Kafka", str(props)]
+    )
 
 
 # OpenSearch -----------------------------------------------------------------------------
@@ -517,12 +572,26 @@ def kafka_start(env: dict[str, str]) -> None:
 def opensearch_start(env: dict[str, str]) -> None:
     base = DATA / "opensearch"
     render("opensearch.yml.in", base / "node_1" / "config" / "opensearch.yml")
-    spawn("opensearch", [
-        java(), "-Xms512m", "-Xmx1g", "-cp", f"{LIB / 'opensearch'}/*",
-        "org.codelibs.opensearch.runner.OpenSearchRunner",
-        "-basePath", str(base), "-numOfNode", "1", "-baseHttpPort", "9199",
-        "-clusterName", "crawlstore", "-printOnFailure",
-    ])
+    spawn(
+        "opensearch",
+        [
+            java(),
+            "-Xms512m",
+            "-Xmx1g",
+            "-cp",
+            f"{LIB / 'opensearch'}/*",
+            "org.codelibs.opensearch.runner.OpenSearchRunner",
+            "-basePath",
+            str(base),
+            "-numOfNode",
+            "1",
+            "-baseHttpPort",
+            "9199",
+            "-clusterName",
+            "crawlstore",
+            "-printOnFailure",
+        ],
+    )
 
 
 def opensearch_ready(env: dict[str, str]) -> bool:
@@ -542,15 +611,29 @@ def hdfs_conf() -> Path:
 
 
 def hdfs_java(conf: Path, main: str) -> list[str]:
-    return [java(), "-Xmx512m", *HADOOP_OPENS, "-Djava.net.preferIPv4Stack=true",
-            "-cp", f"{conf}:{LIB / 'hdfs'}/*", main]
+    return [
+        java(),
+        "-Xmx512m",
+        *HADOOP_OPENS,
+        "-Djava.net.preferIPv4Stack=true",
+        "-cp",
+        f"{conf}:{LIB / 'hdfs'}/*",
+        main,
+    ]
 
 
 def hdfs_start(env: dict[str, str]) -> None:
     conf = hdfs_conf()
     if not (DATA / "hdfs" / "name" / "current" / "VERSION").exists():
-        run([*hdfs_java(conf, "org.apache.hadoop.hdfs.server.namenode.NameNode"), "-format", "-force",
-             "-nonInteractive"], LOGS / "hdfs-namenode.log")
+        run(
+            [
+                *hdfs_java(conf, "org.apache.hadoop.hdfs.server.namenode.NameNode"),
+                "-format",
+                "-force",
+                "-nonInteractive",
+            ],
+            LOGS / "hdfs-namenode.log",
+        )
     if pid_of("hdfs-namenode") is None:
         spawn("hdfs-namenode", hdfs_java(conf, "org.apache.hadoop.hdfs.server.namenode.NameNode"))
     if pid_of("hdfs-datanode") is None:
@@ -580,8 +663,12 @@ def airflow_start(env: dict[str, str]) -> None:
     airflow = str(VENV / "bin" / "airflow")
     full_env = {**os.environ, **env}
     stamp = home / ".migrated"
-    version = subprocess.run([str(PY), "-c", "import airflow; print(airflow.__version__)"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    version = subprocess.run(
+        [str(PY), "-c", "import airflow; print(airflow.__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     if not stamp.exists() or stamp.read_text() != version:
         say("airflow: migrating the metadata database (first start) ...")
         run([airflow, "db", "migrate"], LOGS / "airflow-migrate.log", env=full_env)
@@ -612,8 +699,11 @@ def airflow_ready(env: dict[str, str]) -> bool:
 
 def demo_site_start(env: dict[str, str]) -> None:
     port = env["DEMO_SITE_URL"].rsplit(":", 1)[1].strip("/")
-    spawn("demo-site", [str(PY), "-m", "crawlstore.demosite", "serve", "--host", "127.0.0.1", "--port", port],
-          env={**os.environ, **env})
+    spawn(
+        "demo-site",
+        [str(PY), "-m", "crawlstore.demosite", "serve", "--host", "127.0.0.1", "--port", port],
+        env={**os.environ, **env},
+    )
 
 
 def demo_site_ready(env: dict[str, str]) -> bool:
@@ -629,8 +719,11 @@ CONSUMERS = [f"consumer-{sink}" for sink in SINK_PORTS]
 def consumers_start(env: dict[str, str]) -> None:
     for sink, port in SINK_PORTS.items():
         if pid_of(f"consumer-{sink}") is None:
-            spawn(f"consumer-{sink}", [str(PY), "-m", "consumers", sink],
-                  env={**os.environ, **env, "CONSUMER_METRICS_PORT": str(port)})
+            spawn(
+                f"consumer-{sink}",
+                [str(PY), "-m", "consumers", sink],
+                env={**os.environ, **env, "CONSUMER_METRICS_PORT": str(port)},
+            )
 
 
 def consumers_ready(env: dict[str, str]) -> bool:
@@ -647,19 +740,67 @@ def group_running(*names: str) -> Callable[[], bool]:
 
 SERVICES = [
     Service("postgres", [5432], pg_start, pg_ready, pg_stop, pg_running, 90),
-    Service("kafka", [9092, 9093], kafka_start, lambda e: kafka_api_versions_ok(), group_stopper("kafka"),
-            group_running("kafka"), processes=["kafka"]),
-    Service("opensearch", [9200, 9300], opensearch_start, opensearch_ready, group_stopper("opensearch"),
-            group_running("opensearch"), processes=["opensearch"]),
-    Service("hdfs", [8020, 9870, 9864, 9866, 9867], hdfs_start, hdfs_ready,
-            group_stopper("hdfs-datanode", "hdfs-namenode"), group_running("hdfs-namenode", "hdfs-datanode"),
-            log="hdfs-namenode.log", processes=["hdfs-namenode", "hdfs-datanode"]),
-    Service("airflow", [8080], airflow_start, airflow_ready, group_stopper(*AIRFLOW_COMPONENTS),
-            group_running(*AIRFLOW_COMPONENTS), 240, log="airflow-api-server.log", processes=AIRFLOW_COMPONENTS),
-    Service("demo-site", [8000], demo_site_start, demo_site_ready, group_stopper("demo-site"),
-            group_running("demo-site"), 30, processes=["demo-site"]),
-    Service("consumers", list(SINK_PORTS.values()), consumers_start, consumers_ready, group_stopper(*CONSUMERS),
-            group_running(*CONSUMERS), 90, log="consumer-postgres.log", processes=CONSUMERS, after_init=True),
+    Service(
+        "kafka",
+        [9092, 9093],
+        kafka_start,
+        lambda e: kafka_api_versions_ok(),
+        group_stopper("kafka"),
+        group_running("kafka"),
+        processes=["kafka"],
+    ),
+    Service(
+        "opensearch",
+        [9200, 9300],
+        opensearch_start,
+        opensearch_ready,
+        group_stopper("opensearch"),
+        group_running("opensearch"),
+        processes=["opensearch"],
+    ),
+    Service(
+        "hdfs",
+        [8020, 9870, 9864, 9866, 9867],
+        hdfs_start,
+        hdfs_ready,
+        group_stopper("hdfs-datanode", "hdfs-namenode"),
+        group_running("hdfs-namenode", "hdfs-datanode"),
+        log="hdfs-namenode.log",
+        processes=["hdfs-namenode", "hdfs-datanode"],
+    ),
+    Service(
+        "airflow",
+        [8080],
+        airflow_start,
+        airflow_ready,
+        group_stopper(*AIRFLOW_COMPONENTS),
+        group_running(*AIRFLOW_COMPONENTS),
+        240,
+        log="airflow-api-server.log",
+        processes=AIRFLOW_COMPONENTS,
+    ),
+    Service(
+        "demo-site",
+        [8000],
+        demo_site_start,
+        demo_site_ready,
+        group_stopper("demo-site"),
+        group_running("demo-site"),
+        30,
+        processes=["demo-site"],
+    ),
+    Service(
+        "consumers",
+        list(SINK_PORTS.values()),
+        consumers_start,
+        consumers_ready,
+        group_stopper(*CONSUMERS),
+        group_running(*CONSUMERS),
+        90,
+        log="consumer-postgres.log",
+        processes=CONSUMERS,
+        after_init=True,
+    ),
 ]
 BY_NAME = {s.name: s for s in SERVICES}
 
@@ -679,8 +820,10 @@ def wait_ready(services: list[Service], env: dict[str, str]) -> None:
             elif svc.processes and not svc.running():
                 raise StackError(f"{name} exited during start-up; see {svc.log_file}:\n{tail(svc.log_file)}")
             elif time.monotonic() - t0 > svc.timeout:
-                raise StackError(f"{name} did not answer within {svc.timeout:.0f}s; see {svc.log_file}:\n"
-                                 f"{tail(svc.log_file)}")
+                raise StackError(
+                    f"{name} did not answer within {svc.timeout:.0f}s; see {svc.log_file}:\n"
+                    f"{tail(svc.log_file)}"
+                )
         if pending and time.monotonic() - last_report > 10:
             say(f"waiting for {', '.join(pending)} ({time.monotonic() - t0:.0f}s)")
             last_report = time.monotonic()
@@ -769,8 +912,13 @@ def cmd_status(quiet_exit: bool = False) -> int:
 
 
 def cmd_logs(name: str | None, follow: bool, lines: int) -> None:
-    files = sorted(LOGS.glob("*.log")) if name is None else [
-        LOGS / f"{p}.log" for p in (BY_NAME[name].processes or [name])] if name in BY_NAME else [LOGS / f"{name}.log"]
+    files = (
+        sorted(LOGS.glob("*.log"))
+        if name is None
+        else [LOGS / f"{p}.log" for p in (BY_NAME[name].processes or [name])]
+        if name in BY_NAME
+        else [LOGS / f"{name}.log"]
+    )
     if follow:
         os.execvp("tail", ["tail", "-n", str(lines), "-F", *map(str, files)])
     for f in files:
@@ -779,17 +927,21 @@ def cmd_logs(name: str | None, follow: bool, lines: int) -> None:
 
 def cmd_clean() -> None:
     cmd_down()
-    data, sock = pg_dirs()
+    data, _ = pg_dirs()
     for d in (DATA, RUN, CONF, STATE / "airflow", data.parent):
         shutil.rmtree(d, ignore_errors=True)
     say("data removed (jars in .stack/lib and the .venv are kept)")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="install what is missing, start services, create topics, apply sql/")
-    up.add_argument("services", nargs="*", metavar="SERVICE", help=f"any of {', '.join(BY_NAME)} (default: all)")
+    up.add_argument(
+        "services", nargs="*", metavar="SERVICE", help=f"any of {', '.join(BY_NAME)} (default: all)"
+    )
     down = sub.add_parser("down", help="stop every service of the stack (or only those named)")
     down.add_argument("services", nargs="*", metavar="SERVICE")
     sub.add_parser("status", help="show each service's state (exit 3 unless all are ready)")

@@ -25,8 +25,14 @@ def build_dag(source: Source) -> None:
         max_active_runs=1,
         tags=["crawl", source.kind, source.topic],
         default_args={"retries": 2, "retry_delay": timedelta(seconds=30), "retry_exponential_backoff": True},
-        params={"max_pages": Param(None, type=["null", "integer"], minimum=1,
-                                   description="Stop after this many listing pages (empty: all)")},
+        params={
+            "max_pages": Param(
+                None,
+                type=["null", "integer"],
+                minimum=1,
+                description="Stop after this many listing pages (empty: all)",
+            )
+        },
         doc_md=__doc__,
     )
     def crawl_source() -> None:
@@ -46,13 +52,13 @@ def build_dag(source: Source) -> None:
             return pipeline.crawl(source.name, str(run_id), (params or {}).get("max_pages"), interval)
 
         @task
-        def validate(crawled: dict[str, Any], run_id: str | None = None,) -> dict[str, Any]:
+        def validate(crawled: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
             from crawlstore import pipeline
 
             return pipeline.validate(source.name, str(run_id), crawled)
 
         @task
-        def publish_kafka(validated: dict[str, Any], run_id: str | None = None,) -> dict[str, Any]:
+        def publish_kafka(validated: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
             from crawlstore import pipeline
 
             return pipeline.publish_kafka(source.name, str(run_id), validated)

@@ -68,8 +68,12 @@ def test_parsing_does_no_io_and_no_connection_lookup(monkeypatch: pytest.MonkeyP
         elif event == "open" and isinstance(args[0], str):
             path = args[0]
             # Reading Python code is importing; anything else is I/O the DAG file does itself.
-            if not (path.endswith((".py", ".pyc", ".so", ".pth")) or path in dag_files or "/__pycache__/" in path
-                    or path.endswith(("/", ".typed", ".json")) and "site-packages" in path):
+            if not (
+                path.endswith((".py", ".pyc", ".so", ".pth"))
+                or path in dag_files
+                or "/__pycache__/" in path
+                or (path.endswith(("/", ".typed", ".json")) and "site-packages" in path)
+            ):
                 events.append((event, path))
 
     sys.addaudithook(hook)

@@ -16,7 +16,9 @@ class TopicWindow:
     def __init__(self, servers: str, topic: str) -> None:
         self.servers, self.topic = servers, topic
         self.consumer = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
-        self.partitions = [TopicPartition(topic, p) for p in sorted(self.consumer.partitions_for_topic(topic) or ())]
+        self.partitions = [
+            TopicPartition(topic, p) for p in sorted(self.consumer.partitions_for_topic(topic) or ())
+        ]
         self.start = self.consumer.end_offsets(self.partitions)
 
     def read(self) -> list[Any]:

@@ -12,8 +12,11 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def api(stack_env: dict[str, str]) -> AirflowApi:
-    return AirflowApi(stack_env["AIRFLOW_API_URL"], stack_env.get("AIRFLOW_ADMIN_USER", "admin"),
-                      stack_env["AIRFLOW_ADMIN_PASSWORD"])
+    return AirflowApi(
+        stack_env["AIRFLOW_API_URL"],
+        stack_env.get("AIRFLOW_ADMIN_USER", "admin"),
+        stack_env["AIRFLOW_ADMIN_PASSWORD"],
+    )
 
 
 def test_every_source_dag_is_listed_without_import_errors(api: AirflowApi) -> None:
@@ -36,7 +39,11 @@ def test_a_triggered_run_succeeds_and_reports_its_counts(api: AirflowApi) -> Non
     finally:
         api.call("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
     assert state == "success", api.task_states(dag_id, run_id)
-    assert api.task_states(dag_id, run_id) == {"crawl": "success", "validate": "success", "publish_kafka": "success"}
+    assert api.task_states(dag_id, run_id) == {
+        "crawl": "success",
+        "validate": "success",
+        "publish_kafka": "success",
+    }
     crawled = api.xcom(dag_id, run_id, "crawl")
     validated = api.xcom(dag_id, run_id, "validate")
     published = api.xcom(dag_id, run_id, "publish_kafka")

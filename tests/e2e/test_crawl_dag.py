@@ -26,7 +26,9 @@ def of_run(messages: list[Any], run_id: str) -> list[Any]:
     return [m for m in messages if dict(m.headers).get(H_RUN_ID) == run_id.encode()]
 
 
-def assert_dead_letters(letters: list[Any], kind: str, topic: str, expected: dict[str, frozenset[str]]) -> None:
+def assert_dead_letters(
+    letters: list[Any], kind: str, topic: str, expected: dict[str, frozenset[str]]
+) -> None:
     by_label = {label_of(kind, json.loads(m.value)): m for m in letters}
     assert len(by_label) == len(letters)  # each invalid item once
     assert set(by_label) == set(expected)

@@ -27,8 +27,13 @@ def topic(stack_env: dict[str, str]) -> Iterator[str]:
 
 
 def read_all(servers: str, topic: str, expected: int) -> list:  # type: ignore[type-arg]
-    consumer = KafkaConsumer(topic, bootstrap_servers=servers, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=10_000)
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=10_000,
+    )
     out = []
     for message in consumer:
         out.append(message)
@@ -42,8 +47,13 @@ def test_publishes_every_record_with_key_and_headers(stack_env: dict[str, str], 
     producer = PipelineProducerHook(kafka_config_id="kafka_default").get_producer()
     check_topics(producer, [topic])
     records = [
-        OutgoingRecord(topic, f"id-{i}".encode(), json.dumps({"n": i}).encode(), 1_700_000_000_000 + i,
-                       [("crawlstore.run_id", b"run-1")])
+        OutgoingRecord(
+            topic,
+            f"id-{i}".encode(),
+            json.dumps({"n": i}).encode(),
+            1_700_000_000_000 + i,
+            [("crawlstore.run_id", b"run-1")],
+        )
         for i in range(2_000)
     ]
     report = produce_all(producer, records)
@@ -76,8 +86,20 @@ def test_connection_cannot_turn_off_idempotence_or_acks_all(monkeypatch: pytest.
         return real_producer(config)
 
     monkeypatch.setattr(produce_module, "Producer", recording_producer)
-    monkeypatch.setenv("AIRFLOW_CONN_KAFKA_LAX", json.dumps({"conn_type": "kafka", "extra": {
-        "bootstrap.servers": "127.0.0.1:9092", "acks": "0", "enable.idempotence": False, "linger.ms": 5}}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_KAFKA_LAX",
+        json.dumps(
+            {
+                "conn_type": "kafka",
+                "extra": {
+                    "bootstrap.servers": "127.0.0.1:9092",
+                    "acks": "0",
+                    "enable.idempotence": False,
+                    "linger.ms": 5,
+                },
+            }
+        ),
+    )
     PipelineProducerHook(kafka_config_id="kafka_lax").get_producer()
     assert seen[0]["acks"] == "all" and seen[0]["enable.idempotence"] is True
     assert seen[0]["linger.ms"] == 5  # tuning from the connection is kept
@@ -86,9 +108,12 @@ def test_connection_cannot_turn_off_idempotence_or_acks_all(monkeypatch: pytest.
 
 def test_unreachable_kafka_fails_with_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
     # A real client against a port where no broker listens: what a stopped Kafka looks like.
-    monkeypatch.setenv("AIRFLOW_CONN_KAFKA_DOWN",
-                       json.dumps({"conn_type": "kafka", "extra": {"bootstrap.servers": "127.0.0.1:1",
-                                                                   "message.timeout.ms": 3000}}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_KAFKA_DOWN",
+        json.dumps(
+            {"conn_type": "kafka", "extra": {"bootstrap.servers": "127.0.0.1:1", "message.timeout.ms": 3000}}
+        ),
+    )
     producer = PipelineProducerHook(kafka_config_id="kafka_down").get_producer()
     with pytest.raises(PublishFailed, match="Kafka is unreachable"):
         check_topics(producer, ["crawl.products"], timeout_s=3)

@@ -27,8 +27,12 @@ def test_kafka_round_trip_over_three_partitions(stack_env: dict[str, str]) -> No
         producer.flush()
         producer.close()
         consumer = KafkaConsumer(
-            topic, bootstrap_servers=servers, group_id=f"test-{uuid.uuid4().hex[:8]}",
-            auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=10_000,
+            topic,
+            bootstrap_servers=servers,
+            group_id=f"test-{uuid.uuid4().hex[:8]}",
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            consumer_timeout_ms=10_000,
         )
         received = {}
         partitions = set()
@@ -60,8 +64,11 @@ def test_pipeline_topics_exist_with_their_dlq_twins(stack_env: dict[str, str]) -
 
 def _pg(stack_env: dict[str, str]) -> psycopg2.extensions.connection:
     return psycopg2.connect(
-        host=stack_env["POSTGRES_HOST"], port=stack_env.get("POSTGRES_PORT", "5432"),
-        dbname=stack_env["POSTGRES_DB"], user=stack_env["POSTGRES_USER"], password=stack_env["POSTGRES_PASSWORD"],
+        host=stack_env["POSTGRES_HOST"],
+        port=stack_env.get("POSTGRES_PORT", "5432"),
+        dbname=stack_env["POSTGRES_DB"],
+        user=stack_env["POSTGRES_USER"],
+        password=stack_env["POSTGRES_PASSWORD"],
     )
 
 
@@ -112,8 +119,12 @@ def test_webhdfs_write_and_read_back(stack_env: dict[str, str]) -> None:
     user = {"user.name": stack_env["HDFS_USER"]}
     body = "line one\nzweite Zeile ü\n세 번째 줄\n".encode()
     # WebHDFS answers CREATE with a redirect to the DataNode, which takes the bytes.
-    r = requests.put(f"{base}/file.txt", params={"op": "CREATE", "overwrite": "true", **user},
-                     allow_redirects=False, timeout=10)
+    r = requests.put(
+        f"{base}/file.txt",
+        params={"op": "CREATE", "overwrite": "true", **user},
+        allow_redirects=False,
+        timeout=10,
+    )
     assert r.status_code == 307
     assert requests.put(r.headers["Location"], data=body, timeout=10).status_code == 201
     try:
@@ -129,9 +140,14 @@ def test_webhdfs_write_and_read_back(stack_env: dict[str, str]) -> None:
 
 def test_airflow_api_answers_with_a_token(stack_env: dict[str, str]) -> None:
     api = stack_env["AIRFLOW_API_URL"]
-    token = requests.post(f"{api}/auth/token", json={
-        "username": stack_env.get("AIRFLOW_ADMIN_USER", "admin"), "password": stack_env["AIRFLOW_ADMIN_PASSWORD"],
-    }, timeout=10)
+    token = requests.post(
+        f"{api}/auth/token",
+        json={
+            "username": stack_env.get("AIRFLOW_ADMIN_USER", "admin"),
+            "password": stack_env["AIRFLOW_ADMIN_PASSWORD"],
+        },
+        timeout=10,
+    )
     assert token.status_code in (200, 201), token.text
     headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
     health = requests.get(f"{api}/api/v2/monitor/health", timeout=10).json()

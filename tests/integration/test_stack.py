@@ -44,8 +44,12 @@ def test_up_twice_changes_nothing_and_down_stops_everything(stack_env: dict[str,
         assert status.returncode == 3
         assert status_states() == dict.fromkeys(SERVICES, "stopped")
         assert list((ROOT / ".stack" / "run").glob("*.pid")) == []
-        leftovers = subprocess.run(["pgrep", "-f", f"{ROOT}/.stack/lib|{ROOT}/.venv/bin/airflow"],
-                                   capture_output=True, text=True, check=False).stdout.split()
+        leftovers = subprocess.run(
+            ["pgrep", "-f", f"{ROOT}/.stack/lib|{ROOT}/.venv/bin/airflow"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
         assert leftovers == []
     finally:
         restored = stack("up")

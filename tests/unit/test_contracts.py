@@ -13,12 +13,22 @@ from crawlstore.messages import H_RUN_ID, H_SCHEMA, Record, RecordRejected, deco
 
 pytestmark = pytest.mark.unit
 
-ITEM = ProductItem(source="demo_shop", crawled_at=datetime(2026, 11, 23, 10, tzinfo=UTC), product_id="P-7",
-                   name="Lamp ü", price="19.99", currency="EUR", url="http://x/p/7")  # type: ignore[arg-type]
+ITEM = ProductItem(
+    source="demo_shop",
+    crawled_at=datetime(2026, 11, 23, 10, tzinfo=UTC),
+    product_id="P-7",
+    name="Lamp ü",
+    price="19.99",
+    currency="EUR",
+    url="http://x/p/7",
+)  # type: ignore[arg-type]
 
 
-def record(value: bytes | None, key: bytes | None = b"P-7", headers: tuple[tuple[str, bytes], ...] | None = None,
-           ) -> Record:
+def record(
+    value: bytes | None,
+    key: bytes | None = b"P-7",
+    headers: tuple[tuple[str, bytes], ...] | None = None,
+) -> Record:
     if headers is None:
         headers = tuple(encode_item(ITEM, "crawl.products", "run-1").headers)
     return Record("crawl.products", 2, 41, key, value, 1_700_000_000_000, headers)
@@ -65,9 +75,15 @@ def test_dead_letter_carries_connect_headers_and_our_own() -> None:
     try:
         decode_item(original)
     except RecordRejected as exc:
-        letter = dlq.dead_letter(original, connector="postgres-sink", stage=dlq.STAGE_DESERIALIZE, error=exc, now=now)
+        letter = dlq.dead_letter(
+            original, connector="postgres-sink", stage=dlq.STAGE_DESERIALIZE, error=exc, now=now
+        )
     assert letter.topic == "crawl.products-dlq"
-    assert (letter.key, letter.value, letter.timestamp_ms) == (original.key, original.value, original.timestamp_ms)
+    assert (letter.key, letter.value, letter.timestamp_ms) == (
+        original.key,
+        original.value,
+        original.timestamp_ms,
+    )
     h = dict(letter.headers)
     assert h[H_SCHEMA] == b"crawlstore.product.v1"  # the original headers stay
     assert h[dlq.H_TOPIC] == b"crawl.products" and h[dlq.H_PARTITION] == b"2" and h[dlq.H_OFFSET] == b"41"
@@ -81,12 +97,29 @@ def test_dead_letter_carries_connect_headers_and_our_own() -> None:
 
 
 def test_a_replay_that_fails_again_keeps_its_history() -> None:
-    first = dlq.dead_letter(record(b"x"), connector="opensearch-sink", stage=dlq.STAGE_SINK,
-                            error=ValueError("mapping"), now=datetime(2026, 11, 20, tzinfo=UTC))
-    replayed = Record("crawl.products", 0, 99, first.key, first.value, first.timestamp_ms,
-                      tuple(dlq.replay_headers(first.headers)))
-    again = dlq.dead_letter(replayed, connector="opensearch-sink", stage=dlq.STAGE_SINK,
-                            error=ValueError("mapping"), now=datetime(2026, 11, 23, tzinfo=UTC))
+    first = dlq.dead_letter(
+        record(b"x"),
+        connector="opensearch-sink",
+        stage=dlq.STAGE_SINK,
+        error=ValueError("mapping"),
+        now=datetime(2026, 11, 20, tzinfo=UTC),
+    )
+    replayed = Record(
+        "crawl.products",
+        0,
+        99,
+        first.key,
+        first.value,
+        first.timestamp_ms,
+        tuple(dlq.replay_headers(first.headers)),
+    )
+    again = dlq.dead_letter(
+        replayed,
+        connector="opensearch-sink",
+        stage=dlq.STAGE_SINK,
+        error=ValueError("mapping"),
+        now=datetime(2026, 11, 23, tzinfo=UTC),
+    )
     ctx = dlq.failure_context(again.headers)
     assert again.topic == "crawl.products-dlq"
     assert (ctx.topic, ctx.partition, ctx.offset) == ("crawl.products", 2, 41)  # where it first came from

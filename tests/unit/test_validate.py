@@ -12,10 +12,19 @@ from crawlstore.validate import InvalidItem, validate_file
 pytestmark = pytest.mark.unit
 
 GOOD = {
-    "source": "demo_shop", "crawled_at": "2026-11-23T10:00:00+00:00", "product_id": "P-00001",
-    "name": "Walnut lamp", "brand": "Lumen", "category": "Lighting", "price": "19.99", "sale_price": None,
-    "currency": "EUR", "url": "http://127.0.0.1:8000/catalogue/product/P-00001.html", "image_url": None,
-    "rating": 4.5, "review_count": 12,
+    "source": "demo_shop",
+    "crawled_at": "2026-11-23T10:00:00+00:00",
+    "product_id": "P-00001",
+    "name": "Walnut lamp",
+    "brand": "Lumen",
+    "category": "Lighting",
+    "price": "19.99",
+    "sale_price": None,
+    "currency": "EUR",
+    "url": "http://127.0.0.1:8000/catalogue/product/P-00001.html",
+    "image_url": None,
+    "rating": 4.5,
+    "review_count": 12,
 }
 
 
@@ -66,7 +75,7 @@ def test_each_broken_kind_is_rejected_with_its_reason(tmp_path: Path, line: byte
         "<script>alert(1)</script>",
         "호두나무 스탠드 🌰",
         "../../../etc/passwd",
-        "tab\tand \\ backslash and \"quotes\"",
+        'tab\tand \\ backslash and "quotes"',
     ],
 )
 def test_hostile_but_valid_text_passes_verbatim(tmp_path: Path, name: str) -> None:
@@ -77,25 +86,39 @@ def test_hostile_but_valid_text_passes_verbatim(tmp_path: Path, name: str) -> No
 
 
 def test_invalid_item_keeps_its_key_when_it_has_one(tmp_path: Path) -> None:
-    _, invalid, _ = validate_file(write_lines(tmp_path, [variant(price="abc"), variant(product_id=42)]), "product")
+    _, invalid, _ = validate_file(
+        write_lines(tmp_path, [variant(price="abc"), variant(product_id=42)]), "product"
+    )
     assert [i.key for i in invalid] == [b"P-00001", None]
     assert all(isinstance(i, InvalidItem) and i.message for i in invalid)
 
 
 def test_report_counts_by_error_kind(tmp_path: Path) -> None:
-    lines = [variant(), variant(price="abc", product_id="A"), variant(price="x", product_id="B"),
-             variant(name=..., product_id="C")]
+    lines = [
+        variant(),
+        variant(price="abc", product_id="A"),
+        variant(price="x", product_id="B"),
+        variant(name=..., product_id="C"),
+    ]
     _, _, report = validate_file(write_lines(tmp_path, lines), "product")
     assert report.errors == {"price:decimal_parsing": 2, "name:missing": 1}
     assert report.lines()[0] == "validated 4 item(s): 1 valid, 3 invalid, 0 repeated key(s)"
 
 
 def test_reading_items_validate_too(tmp_path: Path) -> None:
-    good = {"source": "demo_sensors", "crawled_at": "2026-11-23T10:00:00+00:00", "reading_id": "1:20261123T100000",
-            "device_id": "1", "sensor1": 20.5, "motor1": 1200.0, "is_fail": False,
-            "measured_at": "2026-11-23T10:00:00+00:00"}
+    good = {
+        "source": "demo_sensors",
+        "crawled_at": "2026-11-23T10:00:00+00:00",
+        "reading_id": "1:20261123T100000",
+        "device_id": "1",
+        "sensor1": 20.5,
+        "motor1": 1200.0,
+        "is_fail": False,
+        "measured_at": "2026-11-23T10:00:00+00:00",
+    }
     bad = {**good, "reading_id": "1:x", "is_fail": "maybe", "sensor2": "NaN"}
-    valid, invalid, _ = validate_file(write_lines(tmp_path, [json.dumps(good).encode(), json.dumps(bad).encode()]),
-                                      "reading")
+    valid, invalid, _ = validate_file(
+        write_lines(tmp_path, [json.dumps(good).encode(), json.dumps(bad).encode()]), "reading"
+    )
     assert [v.key for v in valid] == ["1:20261123T100000"]
     assert {"is_fail:bool_parsing", "sensor2:finite_number"} <= set(invalid[0].kinds)

@@ -1,1 +1,2 @@
-"""crawlstore: crawl web pages and JSON APIs, validate, publish to Kafka, land in PostgreSQL, OpenSearch and HDFS."""
+"""crawlstore: crawl web pages and JSON APIs, validate, publish to Kafka,
+land in PostgreSQL, OpenSearch and HDFS."""

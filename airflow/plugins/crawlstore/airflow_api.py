@@ -21,8 +21,9 @@ class AirflowApi:
         self.base = base_url.rstrip("/")
         self.timeout = timeout_s
         self.session = requests.Session()
-        token = self.session.post(f"{self.base}/auth/token", json={"username": username, "password": password},
-                                  timeout=timeout_s)
+        token = self.session.post(
+            f"{self.base}/auth/token", json={"username": username, "password": password}, timeout=timeout_s
+        )
         if token.status_code not in (200, 201):
             raise AirflowApiError(f"login to {self.base} failed: HTTP {token.status_code} {token.text[:200]}")
         self.session.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
@@ -42,14 +43,20 @@ class AirflowApi:
         while missing := sorted(set(dag_ids) - set(self.dag_ids())):
             if time.monotonic() > deadline:
                 errors = self.call("GET", "/importErrors")["import_errors"]
-                raise AirflowApiError(f"DAGs {missing} not parsed after {timeout_s:.0f}s; import errors: {errors}")
+                raise AirflowApiError(
+                    f"DAGs {missing} not parsed after {timeout_s:.0f}s; import errors: {errors}"
+                )
             time.sleep(2)
 
     def unpause(self, dag_id: str) -> None:
         self.call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
 
-    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None, logical_date: str | None = None) -> str:
-        run = self.call("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": logical_date, "conf": conf or {}})
+    def trigger(
+        self, dag_id: str, conf: dict[str, Any] | None = None, logical_date: str | None = None
+    ) -> str:
+        run = self.call(
+            "POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": logical_date, "conf": conf or {}}
+        )
         return str(run["dag_run_id"])
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
@@ -64,7 +71,9 @@ class AirflowApi:
             state = self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
             tasks = self.task_states(dag_id, run_id)
             if tasks != last:
-                log.info("%s %s: %s", dag_id, state, ", ".join(f"{t}={s or 'none'}" for t, s in tasks.items()))
+                log.info(
+                    "%s %s: %s", dag_id, state, ", ".join(f"{t}={s or 'none'}" for t, s in tasks.items())
+                )
                 last = tasks
             if state in FINISHED:
                 return str(state)
@@ -73,6 +82,9 @@ class AirflowApi:
             time.sleep(2)
 
     def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
-        entry = self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
-                          params={"deserialize": True})
+        entry = self.call(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
+            params={"deserialize": True},
+        )
         return entry["value"]

@@ -35,7 +35,9 @@ def group_lag(kafka: KafkaSettings) -> dict[str, int]:
     admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers, client_id="crawlstore-demo")
     consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers)
     try:
-        partitions = [TopicPartition(t, p) for t in PIPELINE_TOPICS for p in consumer.partitions_for_topic(t) or ()]
+        partitions = [
+            TopicPartition(t, p) for t in PIPELINE_TOPICS for p in consumer.partitions_for_topic(t) or ()
+        ]
         end = consumer.end_offsets(partitions)
         lag = {}
         for group in GROUPS:
@@ -53,7 +55,9 @@ def wait_for_consumers(kafka: KafkaSettings, timeout_s: float) -> dict[str, int]
         lag = group_lag(kafka)
         if not any(lag.values()) or time.monotonic() > deadline:
             return lag
-        log.info("waiting for the consumers to catch up: %s", ", ".join(f"{g} lag {n}" for g, n in lag.items()))
+        log.info(
+            "waiting for the consumers to catch up: %s", ", ".join(f"{g} lag {n}" for g, n in lag.items())
+        )
         time.sleep(2)
 
 
@@ -91,8 +95,9 @@ def hdfs_summary(hdfs: HdfsSettings, topic: str) -> tuple[int, int]:
         for f in listing.json()["FileStatuses"]["FileStatus"]:
             if f["type"] == "FILE" and not f["pathSuffix"].startswith("_"):
                 files += 1
-                body = requests.get(f"{base}/{day['pathSuffix']}/{f['pathSuffix']}", params={"op": "OPEN", **user},
-                                    timeout=30)
+                body = requests.get(
+                    f"{base}/{day['pathSuffix']}/{f['pathSuffix']}", params={"op": "OPEN", **user}, timeout=30
+                )
                 lines += body.content.count(b"\n")
     return files, lines
 
@@ -111,9 +116,13 @@ def run_crawls(api: AirflowApi, max_pages: int | None, timeout_s: float) -> dict
         for dag_id, run_id in runs.items():
             state = api.wait_for_run(dag_id, run_id, timeout_s=timeout_s)
             if state != "success":
-                raise SystemExit(f"{dag_id} run {run_id} {state}: {api.task_states(dag_id, run_id)}; "
-                                 f"task logs in the Airflow UI or .stack/logs/airflow-tasks/dag_id={dag_id}/")
-            results[dag_id] = {task: api.xcom(dag_id, run_id, task) for task in ("crawl", "validate", "publish_kafka")}
+                raise SystemExit(
+                    f"{dag_id} run {run_id} {state}: {api.task_states(dag_id, run_id)}; "
+                    f"task logs in the Airflow UI or .stack/logs/airflow-tasks/dag_id={dag_id}/"
+                )
+            results[dag_id] = {
+                task: api.xcom(dag_id, run_id, task) for task in ("crawl", "validate", "publish_kafka")
+            }
     finally:
         for dag_id in dag_ids:  # scheduled runs stay off: the demo decides when to crawl
             api.call("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
@@ -125,9 +134,12 @@ def report(results: dict[str, Any], lag: dict[str, int], kafka: KafkaSettings) -
     print("\n=== Crawled (Airflow runs) ===")
     for dag_id, r in results.items():
         v = r["validate"]
-        print(f"{dag_id:<22} crawled {r['crawl']['items']:>5}   valid {v['valid']:>5}   invalid {v['invalid']:>3} "
-              f"(dead-lettered {v['dead_lettered']})   published {r['publish_kafka']['published']:>5} "
-              f"at {r['publish_kafka']['rate']:,.0f} msg/s")
+        print(
+            f"{dag_id:<22} crawled {r['crawl']['items']:>5}   valid {v['valid']:>5}   "
+            f"invalid {v['invalid']:>3} "
+            f"(dead-lettered {v['dead_lettered']})   published {r['publish_kafka']['published']:>5} "
+            f"at {r['publish_kafka']['rate']:,.0f} msg/s"
+        )
     print("\n=== Landed ===")
     with psycopg2.connect(**pg.connect_kwargs()) as conn, conn.cursor() as cur:
         for table in ("products", "readings"):
@@ -145,12 +157,14 @@ def report(results: dict[str, Any], lag: dict[str, int], kafka: KafkaSettings) -
     for topic in PIPELINE_TOPICS:
         for t in (dlq_topic(topic), parking_topic(topic)):
             counts = dead_letters(kafka, t)
-            detail = ", ".join(f"{k} ×{n}" for k, n in counts.most_common(6))
+            detail = ", ".join(f"{k} x{n}" for k, n in counts.most_common(6))
             print(f"{t:<28} {sum(counts.values()):>4}  {detail}")
     print(f"""
 === Look for yourself ===
-Airflow UI       {os.environ.get("AIRFLOW_API_URL", "http://127.0.0.1:8080")}  (admin / AIRFLOW_ADMIN_PASSWORD in .stack/env)
-PostgreSQL       set -a; . .stack/env; set +a; PGPASSWORD=$POSTGRES_PASSWORD psql -h 127.0.0.1 -U crawlstore crawlstore \\
+Airflow UI       {os.environ.get("AIRFLOW_API_URL", "http://127.0.0.1:8080")}
+                   (user admin, password AIRFLOW_ADMIN_PASSWORD in .stack/env)
+PostgreSQL       set -a; . .stack/env; set +a
+                 PGPASSWORD=$POSTGRES_PASSWORD psql -h 127.0.0.1 -U crawlstore crawlstore \\
                    -c 'SELECT product_id, name, price, kafka_partition, kafka_offset FROM products LIMIT 5'
 OpenSearch       curl '{os_settings.url}/crawl-products/_search?q=name:lamp&size=3&pretty'
 HDFS             {hdfs.webhdfs_url}/explorer.html#{HDFS_ROOT}
@@ -161,17 +175,25 @@ Replay           docs/replay.md""")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m crawlstore.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m crawlstore.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--max-pages", type=int, default=None, help="listing pages to crawl (default: all)")
-    parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for each run and the consumers")
+    parser.add_argument(
+        "--timeout", type=float, default=600, help="seconds to wait for each run and the consumers"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     for chatty in ("kafka", "urllib3"):  # client libraries narrate every connection
         logging.getLogger(chatty).setLevel(logging.ERROR)
     kafka = KafkaSettings()
-    api = AirflowApi(os.environ["AIRFLOW_API_URL"], os.environ.get("AIRFLOW_ADMIN_USER", "admin"),
-                     os.environ["AIRFLOW_ADMIN_PASSWORD"])
+    api = AirflowApi(
+        os.environ["AIRFLOW_API_URL"],
+        os.environ.get("AIRFLOW_ADMIN_USER", "admin"),
+        os.environ["AIRFLOW_ADMIN_PASSWORD"],
+    )
     results = run_crawls(api, args.max_pages, args.timeout)
     lag = wait_for_consumers(kafka, args.timeout)
     report(results, lag, kafka)

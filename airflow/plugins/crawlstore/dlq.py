@@ -89,7 +89,9 @@ def dead_letter(
         H_EXC_MESSAGE: str(error)[:MAX_MESSAGE],
         H_EXC_STACKTRACE: stack[-MAX_STACKTRACE:],
         H_ERROR_KIND: error_kind or getattr(error, "kind", None) or type(error).__name__,
-        H_FIRST_FAILED_AT: (previous.first_failed_at if previous and previous.first_failed_at else now).isoformat(),
+        H_FIRST_FAILED_AT: (
+            previous.first_failed_at if previous and previous.first_failed_at else now
+        ).isoformat(),
         H_FAILED_AT: now.isoformat(),
         H_ATTEMPTS: str((previous.attempts if previous else 0) + 1),
         H_REPLAY_COUNT: str(previous.replay_count if previous else 0),

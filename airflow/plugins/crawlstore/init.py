@@ -29,7 +29,9 @@ def create_topics(settings: KafkaSettings, timeout_s: float = 120.0) -> list[str
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="crawlstore-init")
+            admin = KafkaAdminClient(
+                bootstrap_servers=settings.bootstrap_servers, client_id="crawlstore-init"
+            )
             break
         except RetriableError:  # broker still starting
             if time.monotonic() > deadline:
@@ -50,8 +52,12 @@ def create_topics(settings: KafkaSettings, timeout_s: float = 120.0) -> list[str
             except TopicAlreadyExistsError:
                 pass
         for spec in topic_specs(settings.partitions):
-            log.info("topic %s: %d partition(s) %s", spec.name, spec.partitions,
-                     "created" if spec.name in created else "exists")
+            log.info(
+                "topic %s: %d partition(s) %s",
+                spec.name,
+                spec.partitions,
+                "created" if spec.name in created else "exists",
+            )
         return created
     finally:
         admin.close()

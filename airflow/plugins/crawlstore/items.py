@@ -17,7 +17,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 NaturalId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=500)]
 Url = Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=2048)]
-Money = Annotated[Decimal, Field(ge=0, le=Decimal("1e9"), max_digits=12, decimal_places=2, allow_inf_nan=False)]
+Money = Annotated[
+    Decimal, Field(ge=0, le=Decimal("1e9"), max_digits=12, decimal_places=2, allow_inf_nan=False)
+]
 
 
 class Item(BaseModel):

@@ -39,7 +39,10 @@ def manual_interval(source: Source, run_after: datetime) -> tuple[datetime, date
 
 
 def crawl(
-    source_name: str, run_id: str, max_pages: int | None = None, interval: dict[str, datetime | None] | None = None
+    source_name: str,
+    run_id: str,
+    max_pages: int | None = None,
+    interval: dict[str, datetime | None] | None = None,
 ) -> dict[str, Any]:
     """Run the source's spider in a child process; fail when the site is down or yields nothing.
 
@@ -59,9 +62,16 @@ def crawl(
 def validate(source_name: str, run_id: str, crawled: dict[str, Any]) -> dict[str, Any]:
     """Check every item against its schema; invalid ones go to `<topic>-dlq` with the reason."""
     from crawlstore.dlq import STAGE_VALIDATE, dead_letter
-    from crawlstore.items import to_json_dict
-    from crawlstore.messages import CONTENT_TYPE, H_CONTENT_TYPE, H_RUN_ID, H_SCHEMA, H_SOURCE, Record, RecordRejected
-    from crawlstore.items import item_type
+    from crawlstore.items import item_type, to_json_dict
+    from crawlstore.messages import (
+        CONTENT_TYPE,
+        H_CONTENT_TYPE,
+        H_RUN_ID,
+        H_SCHEMA,
+        H_SOURCE,
+        Record,
+        RecordRejected,
+    )
     from crawlstore.publish import PipelineProducerHook, check_topics, produce_all
     from crawlstore.topics import dlq_topic
     from crawlstore.validate import validate_file
@@ -77,30 +87,56 @@ def validate(source_name: str, run_id: str, crawled: dict[str, Any]) -> dict[str
         for item in valid:
             out.write(json.dumps(to_json_dict(item), ensure_ascii=False) + "\n")
     tmp.replace(valid_path)
-    (folder / "report.json").write_text(json.dumps(
-        {"total": report.total, "valid": report.valid, "invalid": report.invalid,
-         "duplicates": report.duplicates, "errors": dict(report.errors)}, indent=2))
+    (folder / "report.json").write_text(
+        json.dumps(
+            {
+                "total": report.total,
+                "valid": report.valid,
+                "invalid": report.invalid,
+                "duplicates": report.duplicates,
+                "errors": dict(report.errors),
+            },
+            indent=2,
+        )
+    )
 
     dead_lettered = 0
     if invalid:
         producer = PipelineProducerHook(kafka_config_id=KAFKA_CONN_ID).get_producer()
         check_topics(producer, [dlq_topic(source.topic)])
-        headers = [(H_CONTENT_TYPE, CONTENT_TYPE.encode()), (H_SCHEMA, item_type(source.kind).schema_version.encode()),
-                   (H_SOURCE, source.name.encode()), (H_RUN_ID, run_id.encode())]
+        headers = [
+            (H_CONTENT_TYPE, CONTENT_TYPE.encode()),
+            (H_SCHEMA, item_type(source.kind).schema_version.encode()),
+            (H_SOURCE, source.name.encode()),
+            (H_RUN_ID, run_id.encode()),
+        ]
         now_ms = int(datetime.now(UTC).timestamp() * 1000)
         letters = (
             dead_letter(
-                Record(source.topic, -1, -1, bad.key, bad.raw,
-                       int(bad.crawled_at.timestamp() * 1000) if bad.crawled_at else now_ms, tuple(headers)),
-                connector="validate", stage=STAGE_VALIDATE,
+                Record(
+                    source.topic,
+                    -1,
+                    -1,
+                    bad.key,
+                    bad.raw,
+                    int(bad.crawled_at.timestamp() * 1000) if bad.crawled_at else now_ms,
+                    tuple(headers),
+                ),
+                connector="validate",
+                stage=STAGE_VALIDATE,
                 error=RecordRejected(bad.kinds[0], f"line {bad.line_no}: {bad.message}"),
             )
             for bad in invalid
         )
         dead_lettered = produce_all(producer, letters).delivered
         log.info("dead-lettered %d invalid item(s) to %s", dead_lettered, dlq_topic(source.topic))
-    return {"valid_path": str(valid_path), "valid": report.valid, "invalid": report.invalid,
-            "dead_lettered": dead_lettered, "errors": dict(report.errors)}
+    return {
+        "valid_path": str(valid_path),
+        "valid": report.valid,
+        "invalid": report.invalid,
+        "dead_lettered": dead_lettered,
+        "errors": dict(report.errors),
+    }
 
 
 def publish_kafka(source_name: str, run_id: str, validated: dict[str, Any]) -> dict[str, Any]:
@@ -117,5 +153,9 @@ def publish_kafka(source_name: str, run_id: str, validated: dict[str, Any]) -> d
         records = (encode_item(model.model_validate_json(line), source.topic, run_id) for line in lines)
         report = produce_all(producer, records)
     log.info("published to %s: %s", source.topic, report.summary())
-    return {"published": report.delivered, "seconds": round(report.seconds, 3), "rate": round(report.rate, 1),
-            "by_partition": dict(report.by_partition)}
+    return {
+        "published": report.delivered,
+        "seconds": round(report.seconds, 3),
+        "rate": round(report.rate, 1),
+        "by_partition": dict(report.by_partition),
+    }

@@ -50,8 +50,10 @@ class PublishReport:
         return self.delivered / self.seconds if self.seconds else 0.0
 
     def summary(self) -> str:
-        return (f"delivered {self.delivered}/{self.sent} in {self.seconds:.1f}s ({self.rate:,.0f} msg/s), "
-                f"failed {self.failed}, by topic {dict(self.by_topic)}")
+        return (
+            f"delivered {self.delivered}/{self.sent} in {self.seconds:.1f}s ({self.rate:,.0f} msg/s), "
+            f"failed {self.failed}, by topic {dict(self.by_topic)}"
+        )
 
 
 class PipelineProducerHook(KafkaProducerHook):
@@ -71,10 +73,14 @@ def check_topics(producer: Any, topics: Iterable[str], timeout_s: float = 15.0) 
         raise PublishFailed(f"Kafka is unreachable: {exc.args[0].str()} (waited {timeout_s:.0f}s)") from exc
     missing = sorted(set(topics) - set(metadata.topics))
     if missing:
-        raise PublishFailed(f"topic(s) {missing} do not exist on the cluster (run `python -m crawlstore.init`)")
+        raise PublishFailed(
+            f"topic(s) {missing} do not exist on the cluster (run `python -m crawlstore.init`)"
+        )
 
 
-def produce_all(producer: Any, records: Iterable[OutgoingRecord], *, flush_timeout_s: float = 120.0) -> PublishReport:
+def produce_all(
+    producer: Any, records: Iterable[OutgoingRecord], *, flush_timeout_s: float = 120.0
+) -> PublishReport:
     """Produce every record, wait for every delivery report; raise PublishFailed if any failed."""
     report = PublishReport()
     first_errors: list[str] = []
@@ -95,8 +101,12 @@ def produce_all(producer: Any, records: Iterable[OutgoingRecord], *, flush_timeo
         while True:
             try:
                 producer.produce(
-                    record.topic, key=record.key, value=record.value, headers=record.headers,
-                    timestamp=record.timestamp_ms or 0, on_delivery=on_delivery,
+                    record.topic,
+                    key=record.key,
+                    value=record.value,
+                    headers=record.headers,
+                    timestamp=record.timestamp_ms or 0,
+                    on_delivery=on_delivery,
                 )
                 break
             except BufferError:  # local queue full: let deliveries drain, then retry this record
@@ -105,8 +115,13 @@ def produce_all(producer: Any, records: Iterable[OutgoingRecord], *, flush_timeo
         producer.poll(0)
         if time.monotonic() - last_progress >= PROGRESS_EVERY_S:
             last_progress = time.monotonic()
-            log.info("published %d, delivered %d, failed %d (%.0f msg/s)", report.sent, report.delivered,
-                     report.failed, report.delivered / (last_progress - t0))
+            log.info(
+                "published %d, delivered %d, failed %d (%.0f msg/s)",
+                report.sent,
+                report.delivered,
+                report.failed,
+                report.delivered / (last_progress - t0),
+            )
     remaining = producer.flush(flush_timeout_s)
     report.seconds = time.monotonic() - t0
     if remaining or report.failed:

@@ -39,8 +39,10 @@ class ValidationReport:
     errors: Counter[str] = field(default_factory=Counter)
 
     def lines(self) -> list[str]:
-        out = [f"validated {self.total} item(s): {self.valid} valid, {self.invalid} invalid, "
-               f"{self.duplicates} repeated key(s)"]
+        out = [
+            f"validated {self.total} item(s): {self.valid} valid, {self.invalid} invalid, "
+            f"{self.duplicates} repeated key(s)"
+        ]
         out += [f"  {count:6d}  {kind}" for kind, count in self.errors.most_common()]
         return out
 
@@ -66,8 +68,8 @@ def validate_lines(path: Path, kind: str) -> Iterator[Item | InvalidItem]:
     """Each line of a crawl's JSON Lines file as a valid Item or an InvalidItem with the reason."""
     model = item_type(kind)
     with path.open("rb") as lines:
-        for line_no, raw in enumerate(lines, 1):
-            raw = raw.rstrip(b"\n")
+        for line_no, line in enumerate(lines, 1):
+            raw = line.rstrip(b"\n")
             if not raw.strip():
                 continue
             try:
@@ -78,8 +80,14 @@ def validate_lines(path: Path, kind: str) -> Iterator[Item | InvalidItem]:
             try:
                 yield model.model_validate(data)
             except ValidationError as exc:
-                yield InvalidItem(line_no, raw, _raw_key(data, model.key_field), _crawled_at(data),
-                                  error_kinds(exc), describe_validation_error(exc))
+                yield InvalidItem(
+                    line_no,
+                    raw,
+                    _raw_key(data, model.key_field),
+                    _crawled_at(data),
+                    error_kinds(exc),
+                    describe_validation_error(exc),
+                )
 
 
 def validate_file(path: Path, kind: str) -> tuple[list[Item], list[InvalidItem], ValidationReport]:
