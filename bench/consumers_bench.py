@@ -1,0 +1,413 @@
+"""Sustained records/s of each consumer next to the raw ceiling of its store on the same data.
+
+Not a test: a measurement on the native stack. For N items of ~1 KB on a fresh 3-partition topic:
+
+- Kafka's own ceiling: `ConsumerPerformance` (the Java tool), and kafka-python polling alone;
+- per sink, `python -m consumers <sink>` as a real process with its default batching, timed from
+  10% to 90% of the records written (start-up and the last partial batch left out);
+- the raw ceiling of the same store on the same rows/documents/lines: PostgreSQL COPY into a
+  table like `products`, OpenSearch `_bulk` from a plain client into an index with the same
+  mapping, and one large WebHDFS write.
+
+    set -a; . .stack/env; set +a
+    .venv/bin/python bench/consumers_bench.py --records 50000 [--sinks postgres,opensearch,hdfs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import requests
+from confluent_kafka import Producer
+from kafka import KafkaAdminClient, KafkaConsumer
+from kafka.admin import NewTopic
+from opensearchpy import OpenSearch
+
+from consumers.batching import Decoded
+from consumers.hdfs import json_line
+from consumers.opensearch import INDEX_SETTINGS, MAPPINGS, document
+from consumers.postgres import PRODUCTS, row_values
+from consumers.webhdfs import WebHdfs
+from crawlstore.items import ProductItem
+from crawlstore.messages import Record, decode_item, encode_item
+from crawlstore.settings import HdfsSettings, KafkaSettings, OpenSearchSettings, PostgresSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+PORTS = {"postgres": 19201, "opensearch": 19202, "hdfs": 19203}
+
+
+def item(prefix: str, i: int, now: datetime) -> ProductItem:
+    """A product whose JSON is about 1 KB."""
+    return ProductItem(
+        source="benchshop",
+        crawled_at=now + timedelta(milliseconds=i),
+        product_id=f"{prefix}{i}",
+        name=f"Bench product {i} " + "with a long descriptive name " * 9,
+        brand="Acme Industrial Supplies " * 3,
+        category="tools/hand tools/screwdrivers/precision " * 2,
+        price=Decimal("19.99") + i % 1000,
+        sale_price=Decimal("9.99"),
+        currency="EUR",
+        url=f"https://shop.example/catalogue/tools/hand-tools/precision/{i}?ref=" + "x" * 150,
+        image_url=f"https://cdn.shop.example/images/products/{i}/large.jpg?v=" + "y" * 150,
+        rating=4.5,
+        review_count=i % 5000,
+    )
+
+
+def produce(servers: str, topic: str, items: list[ProductItem]) -> list[Record]:
+    """Publish like the pipeline's publisher (lz4, idempotent); returns the records as consumed."""
+    producer = Producer(
+        {
+            "bootstrap.servers": servers,
+            "linger.ms": 25,
+            "batch.size": 1_000_000,
+            "compression.type": "lz4",
+            "enable.idempotence": True,
+            "acks": "all",
+        }
+    )
+    records: list[Record] = []
+
+    def delivered(out: Any) -> Callable[[Any, Any], None]:
+        def on_delivery(err: Any, msg: Any) -> None:
+            if err is not None:
+                raise RuntimeError(err)
+            records.append(
+                Record(
+                    msg.topic(),
+                    msg.partition(),
+                    msg.offset(),
+                    out.key,
+                    out.value,
+                    out.timestamp_ms,
+                    tuple(out.headers),
+                )
+            )
+
+        return on_delivery
+
+    for it in items:
+        out = encode_item(it, topic, "bench")
+        while True:
+            try:
+                producer.produce(
+                    topic,
+                    key=out.key,
+                    value=out.value,
+                    headers=out.headers,
+                    timestamp=out.timestamp_ms,
+                    on_delivery=delivered(out),
+                )
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    producer.flush(120)
+    assert len(records) == len(items), f"delivered {len(records)} of {len(items)}"
+    return records
+
+
+def kafka_perf_tool(servers: str, topic: str, n: int) -> float:
+    """nMsg/s of Kafka's ConsumerPerformance tool, fetch phase (rebalance excluded)."""
+    java = shutil.which("java") or "java"
+    jdk17 = Path("/usr/lib/jvm/java-17-openjdk-amd64/bin/java")
+    if jdk17.exists():
+        java = str(jdk17)
+    out = subprocess.run(
+        [
+            java,
+            "-cp",
+            f"{ROOT}/.stack/lib/kafka/*",
+            "org.apache.kafka.tools.ConsumerPerformance",
+            "--bootstrap-server",
+            servers,
+            "--topic",
+            topic,
+            "--messages",
+            str(n),
+            "--timeout",
+            "60000",
+            "--group",
+            f"bench-perf-{uuid.uuid4().hex[:6]}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout
+    header, values = [line for line in out.splitlines() if line.strip() and not line.startswith("WARN")][-2:]
+    row = dict(
+        zip([h.strip() for h in header.split(",")], [v.strip() for v in values.split(",")], strict=False)
+    )
+    return float(row.get("fetch.nMsg.sec") or row["nMsg.sec"])
+
+
+def kafka_python_poll(servers: str, topic: str, n: int) -> float:
+    """records/s of kafka-python's poll() alone (the consumers' client, no decoding or writing)."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=servers,
+        group_id=f"bench-poll-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=2000,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    got, start = 0, 0.0
+    while got < n:
+        batch = consumer.poll(timeout_ms=1000, max_records=2000)
+        if batch and not start:
+            start = time.monotonic()
+        got += sum(len(v) for v in batch.values())
+    elapsed = time.monotonic() - start
+    consumer.close()
+    return n / elapsed
+
+
+def decode_only(records: list[Record]) -> float:
+    start = time.monotonic()
+    for r in records:
+        decode_item(r)
+    return len(records) / (time.monotonic() - start)
+
+
+def free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def metric(port: int, name: str) -> float:
+    try:
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    except requests.RequestException:
+        return -1.0
+    m = re.search(rf"^{name}{{[^}}]*}} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else -1.0
+
+
+def run_sink(sink: str, topic: str, n: int, env: dict[str, str], replicas: int = 1) -> float:
+    """Sustained records/s of `python -m consumers <sink>` (R replicas in one group): 10% to 90% written."""
+    ports = [PORTS[sink] + 10 * i for i in range(replicas)]
+    assert all(free(p) for p in ports), f"ports {ports} busy"
+    group = f"bench-{sink}-{uuid.uuid4().hex[:6]}"
+    procs = []
+    for i, port in enumerate(ports):
+        full = {
+            **os.environ,
+            **env,
+            "CONSUMER_TOPICS": topic,
+            "CONSUMER_GROUP": group,
+            "CONSUMER_METRICS_PORT": str(port),
+            "CONSUMER_PROGRESS_INTERVAL_S": "10",
+            "CONSUMER_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
+        }
+        log = open(f"/tmp/bench-{sink}-{i}.log", "wb")  # noqa: SIM115 (closed below)
+        procs.append(
+            (
+                subprocess.Popen(
+                    [sys.executable, "-m", "consumers", sink],
+                    cwd=ROOT,
+                    env=full,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                ),
+                log,
+            )
+        )
+    marks: dict[float, tuple[float, float]] = {}  # fraction -> (time, records written then)
+    deadline = time.monotonic() + 900
+    try:
+        while time.monotonic() < deadline and all(p.poll() is None for p, _ in procs):
+            written = sum(
+                max(0.0, metric(port, "crawlstore_consumer_records_written_total")) for port in ports
+            )
+            now = time.monotonic()
+            for frac in (0.1, 0.9):
+                if frac not in marks and written >= frac * n:
+                    marks[frac] = (now, written)
+            if written >= n:
+                break
+            time.sleep(0.05)
+    finally:
+        for proc, log in procs:
+            proc.terminate()
+            proc.wait(timeout=60)
+            log.close()
+    if len(marks) < 2:
+        raise RuntimeError(f"{sink} consumer did not finish; see /tmp/bench-{sink}-*.log")
+    (t10, w10), (t90, w90) = marks[0.1], marks[0.9]
+    return (w90 - w10) / (t90 - t10)
+
+
+def timed(fn: Callable[[], None]) -> float:
+    start = time.monotonic()
+    fn()
+    return time.monotonic() - start
+
+
+def pg_copy(records: list[Record], decoded: list[Decoded], settings: PostgresSettings) -> float:
+    """COPY of the same rows (typed columns, raw JSON, lineage) into a table like `products`."""
+    table = f"bench_copy_{uuid.uuid4().hex[:8]}"
+    buf = io.StringIO()
+    for d in decoded:
+        values = row_values(PRODUCTS, d)
+        buf.write(
+            "\t".join(
+                "\\N" if v is None else str(v).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+                for v in values
+            )
+            + "\n"
+        )
+    data = buf.getvalue()
+    conn = psycopg2.connect(**settings.connect_kwargs())
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE TABLE {table} (LIKE products INCLUDING ALL)")
+        conn.commit()
+
+        def copy() -> None:
+            with conn.cursor() as cur:
+                cur.copy_expert(
+                    f"COPY {table} ({', '.join(PRODUCTS.all_columns)}) FROM STDIN", io.StringIO(data)
+                )
+            conn.commit()
+
+        seconds = timed(copy)
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {table}")
+        conn.commit()
+        conn.close()
+    return len(records) / seconds
+
+
+def os_bulk(decoded: list[Decoded], settings: OpenSearchSettings, batch: int = 2000) -> float:
+    """_bulk from a plain client: the same documents, same mapping, same batch size, no versioning."""
+    client = OpenSearch(hosts=[settings.url], timeout=120)
+    index = f"bench-raw-{uuid.uuid4().hex[:8]}"
+    client.indices.create(index=index, body={"settings": INDEX_SETTINGS, "mappings": MAPPINGS["product"]})
+    bodies = []
+    for start in range(0, len(decoded), batch):
+        lines = []
+        for d in decoded[start : start + batch]:
+            lines.append(json.dumps({"index": {"_index": index, "_id": d.item.key}}))
+            lines.append(json.dumps(document(d), ensure_ascii=False))
+        bodies.append("\n".join(lines) + "\n")
+    try:
+        seconds = timed(lambda: [client.bulk(body=b, params={"filter_path": "errors"}) for b in bodies])
+    finally:
+        client.indices.delete(index=index)
+        client.close()
+    return len(decoded) / seconds
+
+
+def hdfs_write(decoded: list[Decoded], settings: HdfsSettings) -> float:
+    """One large WebHDFS write of the same JSON lines."""
+    fs = WebHdfs(settings.webhdfs_url, settings.user)
+    data = b"".join(json_line(d) for d in decoded)
+    path = f"/bench/raw-{uuid.uuid4().hex[:8]}.jsonl"
+    try:
+        seconds = timed(lambda: fs.create(path, data))
+    finally:
+        fs.delete(path)
+    return len(decoded) / seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--records", type=int, default=50_000)
+    parser.add_argument("--sinks", default="postgres,opensearch,hdfs")
+    parser.add_argument("--replicas", type=int, default=1, help="consumer processes per sink, one group")
+    args = parser.parse_args()
+    n, sinks = args.records, args.sinks.split(",")
+    servers = KafkaSettings().bootstrap_servers
+    run = uuid.uuid4().hex[:8]
+    topic, prefix = f"bench.{run}", f"bench{run}-"
+    admin = KafkaAdminClient(bootstrap_servers=servers)
+    admin.create_topics([NewTopic(topic, 3, 1), NewTopic(f"{topic}-dlq", 1, 1)])
+    index_prefix, hdfs_root = f"bench-{run}-", f"/bench/{run}/topics"
+    results: dict[str, tuple[float, float, str]] = {}
+    try:
+        now = datetime.now(UTC)
+        items = [item(prefix, i, now) for i in range(n)]
+        t0 = time.monotonic()
+        records = produce(servers, topic, items)
+        size = sum(len(r.value or b"") for r in records) / n
+        elapsed = time.monotonic() - t0
+        print(f"{n} records of {size:.0f} bytes on {topic} (3 partitions), produced in {elapsed:.1f}s")
+        decoded = [Decoded(r, decode_item(r)) for r in records]
+        print(f"Kafka ConsumerPerformance (Java):  {kafka_perf_tool(servers, topic, n):>10,.0f} records/s")
+        print(f"kafka-python poll() only:          {kafka_python_poll(servers, topic, n):>10,.0f} records/s")
+        print(f"decode_item() only (one core):     {decode_only(records):>10,.0f} records/s")
+        for sink in sinks:
+            if sink == "postgres":
+                ceiling, how = pg_copy(records, decoded, PostgresSettings()), "PostgreSQL COPY"
+                rate = run_sink(sink, topic, n, {}, args.replicas)
+            elif sink == "opensearch":
+                ceiling, how = os_bulk(decoded, OpenSearchSettings()), "OpenSearch _bulk, plain client"
+                rate = run_sink(
+                    sink, topic, n, {"CONSUMER_OPENSEARCH_INDEX_PREFIX": index_prefix}, args.replicas
+                )
+            else:
+                ceiling, how = hdfs_write(decoded, HdfsSettings()), "one WebHDFS write"
+                # Files of n/5 records, so the 10%..90% window spans several flushes.
+                rate = run_sink(
+                    sink,
+                    topic,
+                    n,
+                    {"CONSUMER_HDFS_ROOT": hdfs_root, "CONSUMER_BATCH_MAX_RECORDS": str(max(1000, n // 5))},
+                )
+            results[sink] = (rate, ceiling, how)
+            print(
+                f"{sink:<11} consumer {rate:>10,.0f} records/s   raw ceiling ({how}) {ceiling:>10,.0f}/s   "
+                f"ratio {rate / ceiling:6.1%}"
+            )
+    finally:
+        admin.delete_topics([topic, f"{topic}-dlq"])
+        admin.close()
+        cleanup(prefix, index_prefix, f"/bench/{run}")
+    print()
+    print(
+        f"{'sink':<12}{'consumer/s':>12}{'ceiling/s':>12}{'ratio':>8}  ceiling  ({args.replicas} replica(s))"
+    )
+    for sink, (rate, ceiling, how) in results.items():
+        print(f"{sink:<12}{rate:>12,.0f}{ceiling:>12,.0f}{rate / ceiling:>8.1%}  {how}")
+    return 0
+
+
+def cleanup(key_prefix: str, index_prefix: str, hdfs_dir: str) -> None:
+    conn = psycopg2.connect(**PostgresSettings().connect_kwargs())
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM products WHERE product_id LIKE %s", (key_prefix + "%",))
+        cur.execute("DELETE FROM kafka_offsets WHERE consumer_group LIKE 'bench-%%'")
+    conn.commit()
+    conn.close()
+    url = OpenSearchSettings().url
+    for kind in ("products", "readings"):
+        requests.delete(f"{url}/{index_prefix}{kind}", timeout=60)
+        requests.delete(f"{url}/_index_template/{index_prefix}{kind}", timeout=60)
+    hdfs = HdfsSettings()
+    WebHdfs(hdfs.webhdfs_url, hdfs.user).delete(hdfs_dir, recursive=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

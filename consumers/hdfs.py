@@ -1,0 +1,200 @@
+"""HDFS sink over WebHDFS: per-partition JSON Lines files, committed by rename, named by offsets.
+
+put() writes each partition's records of the batch to temp files (one per day of the records'
+timestamps, cut so their offset ranges are contiguous); flush() renames them, in offset order, to
+`<root>/<topic>/dt=<day>/<topic>+<partition>+<first>+<last>.jsonl`. The names are the source of
+truth: on assignment the next offset of each partition is "last + 1" of its newest file, so a
+crash between a rename and the Kafka commit re-reads nothing that is already in a file, and a
+crash before the rename leaves only a temp file, deleted when the partition is opened again.
+
+Kafka's committed offset counts too, as a floor: it is only ever committed after the renames,
+and it is ahead of the files when a batch's last records were all dead-lettered (no file holds
+them). Each line is the item's JSON plus `kafka` lineage (topic, partition, offset, timestamp).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import posixpath
+import uuid
+from collections import defaultdict
+from collections.abc import Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime
+from typing import Any
+
+from kafka.structs import TopicPartition
+
+from consumers.batching import Batch, Decoded, Rejection
+from consumers.errors import FatalError, TransientError
+from consumers.hdfs_files import (
+    DAY_DIR,
+    CommittedFile,
+    Run,
+    final_path,
+    next_offset,
+    parse_file_name,
+    safe_root,
+    safe_segment,
+    split_runs,
+    temp_dir,
+    topic_dir,
+)
+from consumers.sink import SinkTask
+from consumers.webhdfs import WebHdfs
+from crawlstore.items import to_json_dict
+from crawlstore.settings import HdfsSettings
+
+log = logging.getLogger(__name__)
+
+
+def record_day(decoded: Decoded) -> date:
+    """The day of the record's timestamp (crawl time by contract), UTC; crawled_at if it has none."""
+    ts = decoded.record.timestamp_ms
+    if ts is None or ts < 0:
+        day: date = decoded.item.crawled_at.astimezone(UTC).date()
+        return day
+    return datetime.fromtimestamp(ts / 1000, tz=UTC).date()
+
+
+def json_line(decoded: Decoded) -> bytes:
+    """One line: the item plus its Kafka lineage; json.dumps escapes newlines inside values."""
+    record = decoded.record
+    doc: dict[str, Any] = to_json_dict(decoded.item)
+    doc["kafka"] = {
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "timestamp": record.timestamp_ms,
+    }
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+class HdfsSink(SinkTask):
+    name = "hdfs"
+
+    def __init__(
+        self,
+        settings: HdfsSettings,
+        root: str = "/crawlstore/topics",
+        datanode_url: str | None = None,
+        client: WebHdfs | None = None,
+        uploads: int = 4,
+    ) -> None:
+        self.root = safe_root(root)
+        self.fs = client or WebHdfs(settings.webhdfs_url, settings.user, datanode_url)
+        self.next: dict[TopicPartition, int] = {}
+        self._staged: list[tuple[TopicPartition, Run, str, str]] = []
+        self._dirs: set[str] = set()
+        self._pool = ThreadPoolExecutor(max_workers=uploads, thread_name_prefix="hdfs-upload")
+
+    def start(self) -> None:
+        self.fs.mkdirs(self.root)
+        log.info("hdfs sink ready: committed files under %s", self.root)
+
+    def committed_files(self, topic: str) -> list[CommittedFile]:
+        """Every committed file of a topic, from the directory listing."""
+        files: list[CommittedFile] = []
+        for day in self.fs.list(topic_dir(self.root, topic)) or []:
+            if day.get("type") != "DIRECTORY" or not DAY_DIR.fullmatch(day.get("pathSuffix", "")):
+                continue
+            for entry in self.fs.list(f"{topic_dir(self.root, topic)}/{day['pathSuffix']}") or []:
+                parsed = parse_file_name(entry.get("pathSuffix", ""))
+                if parsed is not None and parsed.topic == topic:
+                    files.append(parsed)
+        return files
+
+    def open(
+        self, partitions: Collection[TopicPartition], committed: Mapping[TopicPartition, int | None]
+    ) -> dict[TopicPartition, int]:
+        start: dict[TopicPartition, int] = {}
+        by_topic: dict[str, list[TopicPartition]] = defaultdict(list)
+        for tp in partitions:
+            try:
+                by_topic[safe_segment(tp.topic)].append(tp)
+            except ValueError as exc:
+                raise FatalError(f"topic {tp.topic!r} cannot be a directory name: {exc}") from exc
+        for topic, tps in by_topic.items():
+            files = self.committed_files(topic)
+            for tp in tps:
+                # Leftovers of a crash between write and rename: never committed, never counted.
+                self.fs.delete(temp_dir(self.root, topic, tp.partition), recursive=True)
+                from_files = next_offset(files, topic, tp.partition)
+                known = [o for o in (from_files, committed.get(tp)) if o is not None]
+                if known:
+                    start[tp] = self.next[tp] = max(known)
+                else:
+                    self.next.pop(tp, None)
+                log.info(
+                    "%s[%d]: %d committed files, next offset from files %s, Kafka %s",
+                    topic,
+                    tp.partition,
+                    sum(1 for f in files if f.partition == tp.partition),
+                    from_files,
+                    committed.get(tp),
+                )
+        return start
+
+    def put(self, batch: Batch) -> list[Rejection]:
+        self._staged = []
+        by_tp: dict[TopicPartition, list[tuple[int, date, bytes]]] = defaultdict(list)
+        for decoded in batch.items:
+            by_tp[decoded.tp].append((decoded.record.offset, record_day(decoded), json_line(decoded)))
+        uploads: list[tuple[TopicPartition, Run, str, str]] = []
+        for tp, span in sorted(batch.ranges.items()):
+            for run in split_runs(by_tp.get(tp, []), span.first, span.last):
+                if run.last < self.next.get(tp, 0):
+                    continue  # renamed by an earlier attempt of this very batch
+                committed = CommittedFile(tp.topic, tp.partition, run.first, run.last)
+                temp = f"{temp_dir(self.root, tp.topic, tp.partition)}/{uuid.uuid4().hex}.jsonl"
+                uploads.append((tp, run, temp, final_path(self.root, run.day, committed)))
+        # Uploads are independent (only the renames are ordered), and each WebHDFS CREATE waits
+        # on the NameNode for a while: run them side by side.
+        futures = [
+            self._pool.submit(self.fs.create, temp, b"".join(run.lines)) for _, run, temp, _ in uploads
+        ]
+        self._staged = uploads
+        errors = [f.exception() for f in futures]
+        for error in errors:
+            if error is not None:
+                raise error
+        return []
+
+    def flush(self, batch: Batch) -> None:
+        for tp, run, temp, final in self._staged:
+            parent = posixpath.dirname(final)
+            if parent not in self._dirs:
+                self.fs.mkdirs(parent)
+                self._dirs.add(parent)
+            if not self.fs.rename(temp, final):
+                if not self.fs.exists(final):
+                    # Our temp file is gone (someone opened the partition and cleaned its temp
+                    # folder): write the batch again; the runs renamed so far are remembered.
+                    raise TransientError(f"rename {temp} -> {final} failed: the temp file is gone")
+                # The same offsets are already committed (our own rename whose answer got lost,
+                # or a former owner's): same partition and offsets, same records. Keep one.
+                log.warning("%s exists already; dropping the duplicate temp file", final)
+                self.fs.delete(temp)
+            self.next[tp] = run.last + 1
+        for tp, nxt in batch.next_offsets().items():
+            self.next[tp] = max(self.next.get(tp, 0), nxt)
+        self._staged = []
+
+    def abort(self) -> None:
+        staged, self._staged = self._staged, []
+        for _, _, temp, _ in staged:
+            try:
+                self.fs.delete(temp)
+            except Exception as exc:  # best effort: open() deletes leftovers anyway
+                log.debug("could not delete %s: %r", temp, exc)
+
+    def close(self, partitions: Collection[TopicPartition]) -> None:
+        self.abort()
+        for tp in partitions:
+            self.next.pop(tp, None)
+
+    def stop(self) -> None:
+        self.abort()
+        self._pool.shutdown(wait=True)
+        self.fs.close()

@@ -1,0 +1,126 @@
+"""Names and paths of the HDFS sink's files (pure functions, no I/O).
+
+Committed file: `<root>/<topic>/dt=<YYYY-MM-DD>/<topic>+<partition>+<first>+<last>.jsonl`, as
+Confluent's HDFS connector names them: the name says which offsets the file accounts for, so
+the next offset of a partition is recovered from the names alone. Temp files live under
+`<root>/+tmp/<topic>/<partition>/` until they are renamed into place.
+
+Only validated segments make it into a path: topic names are checked against Kafka's own
+alphabet (and `.`/`..` refused), everything else is a number or a date we formatted. Field values
+of the items never become path segments.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+
+SEGMENT = re.compile(r"^[A-Za-z0-9._-]{1,249}$")  # Kafka's topic alphabet and length limit
+ROOT = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
+FILE_NAME = re.compile(
+    r"^(?P<topic>[A-Za-z0-9._-]+)\+(?P<partition>\d+)\+(?P<first>\d+)\+(?P<last>\d+)\.jsonl$"
+)
+DAY_DIR = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
+TMP = "+tmp"
+
+
+class UnsafePath(ValueError):
+    """A value that would not stay inside its directory."""
+
+
+def safe_segment(value: str) -> str:
+    """`value` if it is one harmless path segment, else UnsafePath."""
+    if not SEGMENT.fullmatch(value) or value in {".", ".."}:
+        raise UnsafePath(f"not a safe path segment: {value!r}")
+    return value
+
+
+def safe_root(root: str) -> str:
+    if not ROOT.fullmatch(root) or any(part in {".", ".."} for part in root.split("/")):
+        raise UnsafePath(f"not a safe absolute directory: {root!r}")
+    return root
+
+
+@dataclass(frozen=True, order=True)
+class CommittedFile:
+    """A committed file's identity: its topic, partition and the offsets it accounts for."""
+
+    topic: str
+    partition: int
+    first: int
+    last: int
+
+    def __post_init__(self) -> None:
+        safe_segment(self.topic)
+        if self.partition < 0 or self.first < 0 or self.last < self.first:
+            raise ValueError(f"bad offsets in {self!r}")
+
+    @property
+    def name(self) -> str:
+        return f"{self.topic}+{self.partition}+{self.first:010d}+{self.last:010d}.jsonl"
+
+
+def parse_file_name(name: str) -> CommittedFile | None:
+    """The file a committed name describes, or None for anything else (foreign files are ignored)."""
+    m = FILE_NAME.fullmatch(name)
+    if not m:
+        return None
+    try:
+        return CommittedFile(m["topic"], int(m["partition"]), int(m["first"]), int(m["last"]))
+    except ValueError:
+        return None
+
+
+def topic_dir(root: str, topic: str) -> str:
+    return f"{safe_root(root)}/{safe_segment(topic)}"
+
+
+def day_dir(root: str, topic: str, day: date) -> str:
+    return f"{topic_dir(root, topic)}/dt={day.isoformat()}"
+
+
+def final_path(root: str, day: date, committed: CommittedFile) -> str:
+    return f"{day_dir(root, committed.topic, day)}/{committed.name}"
+
+
+def temp_dir(root: str, topic: str, partition: int) -> str:
+    return f"{safe_root(root)}/{TMP}/{safe_segment(topic)}/{int(partition)}"
+
+
+def next_offset(files: Iterable[CommittedFile], topic: str, partition: int) -> int | None:
+    """The offset after the last one any committed file of the partition accounts for."""
+    lasts = [f.last for f in files if f.topic == topic and f.partition == partition]
+    return max(lasts) + 1 if lasts else None
+
+
+@dataclass
+class Run:
+    """Consecutive records of one partition with the same day: one file."""
+
+    day: date
+    first: int
+    last: int
+    lines: list[bytes] = field(default_factory=list)
+
+
+def split_runs(entries: Sequence[tuple[int, date, bytes]], span_first: int, span_last: int) -> list[Run]:
+    """Cut a partition's records (offset, day, line) into files of one day each.
+
+    The files' offset ranges are contiguous and together cover span_first..span_last, the offsets
+    the batch consumed, dead-lettered ones included: renaming the files in order, a crash
+    leaves a prefix, and "last offset + 1" of the newest name is exactly where to resume.
+    """
+    runs: list[Run] = []
+    for offset, day, line in sorted(entries, key=lambda e: e[0]):
+        if runs and runs[-1].day == day:
+            runs[-1].lines.append(line)
+            runs[-1].last = offset
+            continue
+        if runs:
+            runs[-1].last = offset - 1
+        runs.append(Run(day, span_first if not runs else offset, offset, [line]))
+    if runs:
+        runs[-1].last = span_last
+    return runs

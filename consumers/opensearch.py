@@ -1,0 +1,293 @@
+"""OpenSearch sink: `_bulk` index with `_id` = natural key and external versioning.
+
+Exactly-once without a transaction: every document is written with `version_type=external` and
+a version that only grows with the item's age (see `external_version`). Writing a record a
+second time, or an older record after a newer one, is rejected by OpenSearch with 409
+(version conflict), which this sink counts as success: the index already holds that record or a
+newer one. So a replay of anything is a no-op, and it is enough to commit Kafka offsets after
+the bulk request succeeded: a crash before the commit only replays records that change nothing.
+
+Why the version comes from crawl time, not from the Kafka offset alone: offsets only order the
+records of one partition of one topic. A key moves to another partition when partitions are
+added or the topic is re-created, the same index is fed from several topics (a backfill, a test),
+and a DLQ replay re-publishes an old item at a new, higher offset; with offset versions each of
+these would let an older item overwrite a newer one. Crawl time is the item's own notion of
+"newer" and the order the PostgreSQL sink's stale-write guard uses, so both stores converge on the
+same version of each item. The offset breaks ties between two crawls in the same millisecond.
+
+Index templates and mappings are owned here: created on start (idempotent), one index per item
+kind (`<prefix>products`, `<prefix>readings`), strict mappings so schema drift surfaces as dead
+letters (and trips the breaker) instead of silently unsearchable fields.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Collection, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kafka.structs import TopicPartition
+from opensearchpy import OpenSearch
+from opensearchpy.exceptions import ConnectionError as OSConnectionError
+from opensearchpy.exceptions import TransportError
+
+from consumers.batching import Batch, Decoded, Rejection
+from consumers.errors import FatalError, StoreRejected, TransientError
+from consumers.sink import SinkTask
+from crawlstore.dlq import STAGE_SINK
+from crawlstore.items import ITEM_TYPES, Item, to_json_dict
+from crawlstore.settings import OpenSearchSettings
+
+log = logging.getLogger(__name__)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+OFFSET_BITS = 21  # ties within one millisecond; 42 bits of milliseconds last until the year 2109
+MAX_MS = (1 << (63 - OFFSET_BITS)) - 1
+RETRY_STATUS = {429, 502, 503, 504}
+# Per-item errors that are about the cluster, not the document.
+TRANSIENT_ITEM_ERRORS = {
+    "cluster_block_exception",
+    "es_rejected_execution_exception",
+    "process_cluster_event_timeout_exception",
+    "unavailable_shards_exception",
+}
+
+KAFKA_LINEAGE = {
+    "properties": {
+        "topic": {"type": "keyword"},
+        "partition": {"type": "integer"},
+        "offset": {"type": "long"},
+        "timestamp": {"type": "date", "format": "epoch_millis"},
+    }
+}
+URL = {"type": "keyword", "ignore_above": 4096}
+MONEY = {"type": "scaled_float", "scaling_factor": 100}
+MEASURE = {"type": "double"}
+MAPPINGS: dict[str, dict[str, Any]] = {
+    "product": {
+        "dynamic": "strict",
+        "properties": {
+            "product_id": {"type": "keyword"},
+            "source": {"type": "keyword"},
+            "crawled_at": {"type": "date"},
+            "name": {"type": "text", "fields": {"raw": {"type": "keyword", "ignore_above": 1024}}},
+            "brand": {"type": "keyword", "ignore_above": 1024},
+            "category": {"type": "keyword", "ignore_above": 1024},
+            "price": MONEY,
+            "sale_price": MONEY,
+            "currency": {"type": "keyword"},
+            "url": URL,
+            "image_url": URL,
+            "rating": {"type": "float"},
+            "review_count": {"type": "integer"},
+            "kafka": KAFKA_LINEAGE,
+        },
+    },
+    "reading": {
+        "dynamic": "strict",
+        "properties": {
+            "reading_id": {"type": "keyword"},
+            "device_id": {"type": "keyword"},
+            "source": {"type": "keyword"},
+            "crawled_at": {"type": "date"},
+            "measured_at": {"type": "date"},
+            **{name: MEASURE for name in ("sensor1", "sensor2", "sensor3", "motor1", "motor2", "motor3")},
+            "is_fail": {"type": "boolean"},
+            "kafka": KAFKA_LINEAGE,
+        },
+    },
+}
+# One shard is plenty per kind at this scale; replicas follow the cluster size (0 on one node).
+INDEX_SETTINGS = {"number_of_shards": 1, "auto_expand_replicas": "0-1", "refresh_interval": "1s"}
+
+
+def external_version(crawled_at: datetime, offset: int) -> int:
+    """A version that orders records by (crawl time in ms, offset); always a valid positive long."""
+    ms = (crawled_at - EPOCH) // timedelta(milliseconds=1)
+    ms = min(max(ms, 0), MAX_MS)
+    return (ms << OFFSET_BITS) | (offset & ((1 << OFFSET_BITS) - 1))
+
+
+def document(decoded: Decoded) -> dict[str, Any]:
+    record = decoded.record
+    doc: dict[str, Any] = to_json_dict(decoded.item)
+    doc["kafka"] = {
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "timestamp": record.timestamp_ms,
+    }
+    return doc
+
+
+def _error_text(error: Any) -> tuple[str, str]:
+    if isinstance(error, dict):
+        kind = str(error.get("type", "error"))
+        reason = str(error.get("reason", ""))
+        cause = error.get("caused_by")
+        if isinstance(cause, dict) and cause.get("reason"):
+            reason = f"{reason}: {cause.get('type')}: {cause.get('reason')}"
+        return kind, reason
+    return "error", str(error)
+
+
+class OpenSearchSink(SinkTask):
+    name = "opensearch"
+
+    def __init__(
+        self, settings: OpenSearchSettings, index_prefix: str = "crawl-", timeout_s: float = 30.0
+    ) -> None:
+        self.settings = settings
+        self.index_prefix = index_prefix
+        self.client = OpenSearch(
+            hosts=[settings.url], timeout=timeout_s, max_retries=0, retry_on_timeout=False
+        )
+
+    def index_for(self, item: Item) -> str:
+        return f"{self.index_prefix}{item.kind}s"
+
+    # -- lifecycle
+
+    def start(self) -> None:
+        """Create (or update, additively) the templates and indices; idempotent."""
+        try:
+            for kind, mapping in MAPPINGS.items():
+                index = f"{self.index_prefix}{kind}s"
+                self.client.indices.put_index_template(
+                    name=index,
+                    body={
+                        "index_patterns": [index],
+                        "priority": 200,
+                        "template": {"settings": INDEX_SETTINGS, "mappings": mapping},
+                        "_meta": {"owner": "crawlstore consumers", "schema": ITEM_TYPES[kind].schema_version},
+                    },
+                )
+                if self.client.indices.exists(index=index):
+                    self._extend_mapping(index, mapping)
+                else:
+                    self.client.indices.create(
+                        index=index, body={}, params={"ignore": 400}
+                    )  # lost a race: fine
+        except OSConnectionError as exc:
+            raise TransientError(f"OpenSearch unreachable: {exc}") from exc
+        except TransportError as exc:
+            if exc.status_code in RETRY_STATUS:
+                raise TransientError(f"OpenSearch not ready: {exc}") from exc
+            raise FatalError(f"cannot set up the OpenSearch indices: {exc}") from exc
+        log.info("opensearch sink ready: indices %s", ", ".join(f"{self.index_prefix}{k}s" for k in MAPPINGS))
+
+    def _extend_mapping(self, index: str, mapping: dict[str, Any]) -> None:
+        """Add the fields of a newer schema to an existing index (additive changes only)."""
+        try:
+            self.client.indices.put_mapping(index=index, body=mapping)
+        except TransportError as exc:
+            if exc.status_code != 400:
+                raise
+            # Someone changed the mapping (or created the index first). Keep going: documents that
+            # do not fit are dead-lettered one by one, and the breaker stops us if that is all of them.
+            reason = _error_text(exc.info.get("error"))[1] if isinstance(exc.info, dict) else str(exc)
+            log.warning("index %s has a mapping that conflicts with the sink's: %s", index, reason)
+
+    def open(
+        self, partitions: Collection[TopicPartition], committed: Mapping[TopicPartition, int | None]
+    ) -> dict[TopicPartition, int]:
+        # Kafka's committed offsets are the truth: replays are no-ops, so re-reading is harmless.
+        return {}
+
+    def put(self, batch: Batch) -> list[Rejection]:
+        refused: list[Rejection] = []
+        self._bulk(batch.items, refused)
+        return refused
+
+    def flush(self, batch: Batch) -> None:
+        """Nothing to do: a successful bulk is durable (translog) and replays are no-ops."""
+
+    # -- bulk
+
+    def _bulk(self, items: Sequence[Decoded], refused: list[Rejection]) -> None:
+        if not items:
+            return
+        lines: list[str] = []
+        for decoded in items:
+            action = {
+                "index": {
+                    "_index": self.index_for(decoded.item),
+                    "_id": decoded.item.key,
+                    "version": external_version(decoded.item.crawled_at, decoded.record.offset),
+                    "version_type": "external",
+                }
+            }
+            lines.append(json.dumps(action, separators=(",", ":")))
+            lines.append(json.dumps(document(decoded), ensure_ascii=False, separators=(",", ":")))
+        payload = "\n".join(lines) + "\n"
+        try:
+            response = self.client.bulk(
+                body=payload, params={"filter_path": "errors,items.*.status,items.*.error"}
+            )
+        except OSConnectionError as exc:
+            raise TransientError(f"OpenSearch unreachable: {exc}") from exc
+        except TransportError as exc:
+            status = exc.status_code if isinstance(exc.status_code, int) else 0
+            if status in RETRY_STATUS or status >= 500:
+                raise TransientError(f"OpenSearch answered {status}: {exc.error}") from exc
+            if status in (401, 403):
+                raise FatalError(f"OpenSearch refused the sink's credentials: {exc}") from exc
+            # The request as a whole was refused (e.g. 413 too large, 400 unparseable): halve it
+            # until the record that causes it is alone.
+            if len(items) == 1:
+                log.warning(
+                    "%s: OpenSearch refused the request (%s): to the DLQ", items[0].record.where, status
+                )
+                refused.append(
+                    Rejection(
+                        items[0].record, StoreRejected(f"opensearch_{status}", str(exc)[:2000]), STAGE_SINK
+                    )
+                )
+                return
+            middle = len(items) // 2
+            self._bulk(items[:middle], refused)
+            self._bulk(items[middle:], refused)
+            return
+        if not response.get("errors"):
+            return
+        self._item_errors(items, response.get("items", []), refused)
+
+    def _item_errors(
+        self, items: Sequence[Decoded], results: list[dict[str, Any]], refused: list[Rejection]
+    ) -> None:
+        if len(results) != len(items):
+            raise TransientError(f"bulk answered {len(results)} items for {len(items)} actions")
+        retry: list[str] = []
+        missing_index = False
+        for decoded, entry in zip(items, results, strict=True):
+            result = next(iter(entry.values()))
+            status = int(result.get("status", 0))
+            if status in (200, 201, 409):  # 409: this record or a newer one is already there
+                continue
+            kind, reason = _error_text(result.get("error"))
+            if status in RETRY_STATUS or status >= 500 or kind in TRANSIENT_ITEM_ERRORS:
+                retry.append(f"{decoded.record.where}: {status} {kind}")
+            elif kind == "index_not_found_exception":
+                missing_index = True
+                retry.append(f"{decoded.record.where}: index missing")
+            else:
+                log.warning(
+                    "%s: OpenSearch refused the document (%s %s: %s): to the DLQ",
+                    decoded.record.where,
+                    status,
+                    kind,
+                    reason[:300],
+                )
+                refused.append(
+                    Rejection(decoded.record, StoreRejected(f"opensearch_{kind}", reason[:2000]), STAGE_SINK)
+                )
+        if missing_index:
+            self.start()  # someone deleted an index: recreate it with our mapping, then retry
+        if retry:
+            # Documents that did land are 409s next time: retrying the whole batch is safe.
+            raise TransientError(f"{len(retry)} documents to retry, e.g. {retry[0]}")
+
+    def stop(self) -> None:
+        self.client.close()

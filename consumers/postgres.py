@@ -1,0 +1,400 @@
+"""PostgreSQL sink: batched upsert on the natural key, offsets in the same transaction.
+
+Exactly-once landing: put() upserts the batch inside an open transaction, flush() writes the
+batch's next offsets to kafka_offsets and commits, so rows and offsets land together or not at
+all. On assignment the consumer seeks to kafka_offsets (the source of truth; Kafka's committed
+offsets only serve lag monitoring). The stale-write guard (`WHERE (crawled_at, kafka_offset) >
+...`) makes a replayed or older record a no-op, so a crash between commit and anything after it
+only causes harmless re-reads.
+
+Fast path: the batch's rows are COPYed into a session temp table and merged with one
+`INSERT ... SELECT DISTINCT ON (key) ... ON CONFLICT ... WHERE <guard>` (values travel as COPY data,
+never as SQL text); about twice as fast per row as a multi-row VALUES statement. If PostgreSQL
+refuses anything in the COPY or the merge, the batch falls back to `execute_values` statements,
+bisected under savepoints down to the rows it refuses (a value out of a column's range, a NUL
+character); only those records go to the DLQ.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg2
+from kafka.structs import TopicPartition
+from psycopg2 import sql
+from psycopg2.extensions import connection as PgConnection
+from psycopg2.extensions import cursor as PgCursor
+from psycopg2.extras import execute_values
+
+from consumers.batching import Batch, Decoded, Rejection
+from consumers.errors import FatalError, StoreRejected, TransientError
+from consumers.sink import SinkTask
+from crawlstore.dlq import STAGE_SINK
+from crawlstore.items import Item, ProductItem, ReadingItem
+from crawlstore.settings import PostgresSettings
+
+log = logging.getLogger(__name__)
+
+LINEAGE = ("raw", "kafka_topic", "kafka_partition", "kafka_offset")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """How one item kind maps onto its table: typed columns, then raw JSONB and Kafka lineage."""
+
+    table: str
+    key: str
+    columns: tuple[str, ...]
+
+    @property
+    def all_columns(self) -> tuple[str, ...]:
+        return (*self.columns, *LINEAGE)
+
+    def upsert(self) -> sql.Composed:
+        """INSERT ... ON CONFLICT DO UPDATE, only when the incoming row is newer (stale-write guard)."""
+        cols = self.all_columns
+        return sql.SQL(
+            "INSERT INTO {table} AS t ({cols}) VALUES %s "
+            "ON CONFLICT ({key}) DO UPDATE SET {updates}, landed_at = now() "
+            "WHERE (EXCLUDED.crawled_at, EXCLUDED.kafka_offset) > (t.crawled_at, t.kafka_offset)"
+        ).format(
+            table=sql.Identifier(self.table),
+            cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
+            key=sql.Identifier(self.key),
+            updates=sql.SQL(", ").join(
+                sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in cols if c != self.key
+            ),
+        )
+
+    @property
+    def stage(self) -> str:
+        return f"crawlstore_stage_{self.table}"
+
+    def create_stage(self) -> sql.Composed:
+        # A temp table lives as long as the session; ON COMMIT DELETE ROWS empties it per batch.
+        return sql.SQL(
+            "CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        ).format(stage=sql.Identifier(self.stage), table=sql.Identifier(self.table))
+
+    def copy(self) -> sql.Composed:
+        return sql.SQL("COPY {stage} ({cols}) FROM STDIN").format(
+            stage=sql.Identifier(self.stage), cols=sql.SQL(", ").join(map(sql.Identifier, self.all_columns))
+        )
+
+    def merge(self) -> sql.Composed:
+        """The staged rows into the table: the newest per key only, and only over an older row."""
+        cols = sql.SQL(", ").join(map(sql.Identifier, self.all_columns))
+        return sql.SQL(
+            "INSERT INTO {table} AS t ({cols}) "
+            "SELECT DISTINCT ON ({key}) {cols} FROM {stage} "
+            "ORDER BY {key}, crawled_at DESC, kafka_offset DESC "
+            "ON CONFLICT ({key}) DO UPDATE SET {updates}, landed_at = now() "
+            "WHERE (EXCLUDED.crawled_at, EXCLUDED.kafka_offset) > (t.crawled_at, t.kafka_offset)"
+        ).format(
+            table=sql.Identifier(self.table),
+            stage=sql.Identifier(self.stage),
+            cols=cols,
+            key=sql.Identifier(self.key),
+            updates=sql.SQL(", ").join(
+                sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
+                for c in self.all_columns
+                if c != self.key
+            ),
+        )
+
+    def template(self) -> str:
+        # Every value is a parameter; raw arrives as the record's JSON text and is cast to jsonb.
+        return "(" + ", ".join("%s::jsonb" if c == "raw" else "%s" for c in self.all_columns) + ")"
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A table's upsert, rendered for one connection."""
+
+    spec: TableSpec
+    query: str
+    template: str
+
+
+PRODUCTS = TableSpec(
+    "products",
+    "product_id",
+    (
+        "product_id",
+        "name",
+        "brand",
+        "category",
+        "price",
+        "sale_price",
+        "currency",
+        "url",
+        "image_url",
+        "rating",
+        "review_count",
+        "crawled_at",
+    ),
+)
+READINGS = TableSpec(
+    "readings",
+    "reading_id",
+    (
+        "reading_id",
+        "device_id",
+        "sensor1",
+        "sensor2",
+        "sensor3",
+        "motor1",
+        "motor2",
+        "motor3",
+        "is_fail",
+        "measured_at",
+        "crawled_at",
+    ),
+)
+TABLES: dict[type[Item], TableSpec] = {ProductItem: PRODUCTS, ReadingItem: READINGS}
+
+UPSERT_OFFSETS = (
+    "INSERT INTO kafka_offsets (consumer_group, topic, kafka_partition, next_offset) VALUES %s "
+    "ON CONFLICT (consumer_group, topic, kafka_partition) "
+    "DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()"
+)
+SELECT_OFFSETS = (
+    "SELECT topic, kafka_partition, next_offset FROM kafka_offsets "
+    "WHERE consumer_group = %s AND (topic, kafka_partition) IN (SELECT * FROM unnest(%s::text[], %s::int[]))"
+)
+
+# Errors of the connection or the server's state: retry. Errors of the statement's data: bisect.
+TRANSIENT = (psycopg2.OperationalError, psycopg2.InterfaceError)
+ROW_ERRORS = (psycopg2.DataError, psycopg2.IntegrityError, ValueError)
+
+
+def row_values(spec: TableSpec, decoded: Decoded) -> tuple[Any, ...]:
+    item, record = decoded.item, decoded.record
+    raw = record.value.decode("utf-8") if record.value is not None else "null"
+    typed = tuple(getattr(item, c) for c in spec.columns)
+    return (*typed, raw, record.topic, record.partition, record.offset)
+
+
+def _copy_field(value: Any) -> str:
+    """One value in COPY's text format; NUL cannot be expressed and makes the COPY fail (fallback)."""
+    if value is None:
+        return "\\N"
+    text = str(value)
+    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
+        text = text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return text
+
+
+def copy_text(spec: TableSpec, rows: Sequence[Decoded]) -> str:
+    return "".join("\t".join(map(_copy_field, row_values(spec, d))) + "\n" for d in rows)
+
+
+def rounds(rows: Sequence[Decoded]) -> list[list[Decoded]]:
+    """Split rows so no key appears twice in one statement (ON CONFLICT cannot touch a row twice).
+
+    The stale-write guard makes the order of rounds irrelevant: whatever the order, the row ends
+    up as the newest (crawled_at, offset) of the rows PostgreSQL accepted.
+    """
+    by_key: dict[str, list[Decoded]] = defaultdict(list)
+    for row in rows:
+        by_key[row.item.key].append(row)
+    depth = max((len(v) for v in by_key.values()), default=0)
+    return [[v[i] for v in by_key.values() if len(v) > i] for i in range(depth)]
+
+
+class PostgresSink(SinkTask):
+    name = "postgres"
+
+    def __init__(
+        self, settings: PostgresSettings, group: str, connect: Callable[..., PgConnection] = psycopg2.connect
+    ) -> None:
+        self.settings = settings
+        self.group = group
+        self._connect = connect
+        self._conn: PgConnection | None = None
+        self._staged = False
+
+    # -- connection
+
+    def _connection(self) -> PgConnection:
+        if self._conn is None or self._conn.closed:
+            kwargs = {
+                **self.settings.connect_kwargs(),
+                "application_name": f"crawlstore-{self.name}-sink",
+                "connect_timeout": 5,
+                "keepalives": 1,
+                "keepalives_idle": 30,
+                # A lock or a stuck server must surface as an error we can retry, not a hang.
+                "options": "-c statement_timeout=60000 -c lock_timeout=30000",
+            }
+            try:
+                conn = self._connect(**kwargs)
+            except TRANSIENT as exc:
+                raise TransientError(f"PostgreSQL unreachable: {str(exc).strip()}") from exc
+            try:
+                with conn.cursor() as cur:
+                    for spec in TABLES.values():
+                        cur.execute(spec.create_stage())
+                conn.commit()
+            except psycopg2.Error as exc:
+                conn.close()
+                raise self._fail(exc, "creating the staging tables") from exc
+            self._conn = conn
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg2.Error):
+                self._conn.close()
+        self._conn = None
+        self._staged = False
+
+    def _fail(self, exc: Exception, doing: str) -> TransientError | FatalError:
+        """Classify an error raised outside the per-row bisection."""
+        if isinstance(exc, TRANSIENT):
+            self._drop_connection()
+            return TransientError(f"PostgreSQL {doing}: {str(exc).strip()}")
+        # Missing table, permission, syntax: no retry and no dead letter can fix these.
+        return FatalError(
+            f"PostgreSQL {doing}: {type(exc).__name__}: {str(exc).strip()} (are the sql/ migrations applied?)"
+        )
+
+    # -- lifecycle
+
+    def start(self) -> None:
+        try:
+            with self._connection().cursor() as cur:
+                cur.execute("SELECT count(*) FROM kafka_offsets WHERE consumer_group = %s", (self.group,))
+            self._connection().rollback()
+        except psycopg2.Error as exc:
+            raise self._fail(exc, "start") from exc
+        log.info(
+            "postgres sink ready (group %s, tables %s)",
+            self.group,
+            ", ".join(s.table for s in TABLES.values()),
+        )
+
+    def open(
+        self, partitions: Collection[TopicPartition], committed: Mapping[TopicPartition, int | None]
+    ) -> dict[TopicPartition, int]:
+        tps = list(partitions)
+        try:
+            conn = self._connection()
+            with conn.cursor() as cur:
+                cur.execute(
+                    SELECT_OFFSETS, (self.group, [tp.topic for tp in tps], [tp.partition for tp in tps])
+                )
+                rows = cur.fetchall()
+            conn.rollback()
+        except psycopg2.Error as exc:
+            raise self._fail(exc, "reading kafka_offsets") from exc
+        stored = {TopicPartition(t, p): int(o) for t, p, o in rows}
+        for tp in tps:
+            if tp in stored and committed.get(tp) not in (None, stored[tp]):
+                log.info(
+                    "%s[%d]: kafka_offsets says %d, Kafka says %s; kafka_offsets wins",
+                    tp.topic,
+                    tp.partition,
+                    stored[tp],
+                    committed.get(tp),
+                )
+        return stored
+
+    def put(self, batch: Batch) -> list[Rejection]:
+        conn = self._connection()
+        refused: list[Rejection] = []
+        by_table: dict[TableSpec, list[Decoded]] = defaultdict(list)
+        for decoded in batch.items:
+            by_table[TABLES[type(decoded.item)]].append(decoded)
+        try:
+            with conn.cursor() as cur:
+                self._staged = True
+                for spec, rows in by_table.items():
+                    if not self._copy_and_merge(cur, spec, rows):
+                        statement = Statement(spec, spec.upsert().as_string(conn), spec.template())
+                        for chunk in rounds(rows):
+                            self._upsert(cur, statement, chunk, refused)
+        except psycopg2.Error as exc:
+            raise self._fail(exc, "upsert") from exc
+        return refused
+
+    def _copy_and_merge(self, cur: PgCursor, spec: TableSpec, rows: list[Decoded]) -> bool:
+        """The fast path; False when PostgreSQL refused something in it (nothing of it stays)."""
+        cur.execute("SAVEPOINT crawlstore_copy")
+        try:
+            cur.copy_expert(spec.copy(), io.StringIO(copy_text(spec, rows)))
+            cur.execute(spec.merge())  # each table is staged once per transaction; commit empties it
+        except ROW_ERRORS as exc:
+            cur.execute("ROLLBACK TO SAVEPOINT crawlstore_copy")
+            log.info(
+                "%s: COPY of %d rows refused (%s); finding the rows one statement at a time",
+                spec.table,
+                len(rows),
+                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+            )
+            return False
+        cur.execute("RELEASE SAVEPOINT crawlstore_copy")
+        return True
+
+    def _upsert(
+        self, cur: PgCursor, statement: Statement, rows: list[Decoded], refused: list[Rejection]
+    ) -> None:
+        """One statement for the rows; on a data error, halve under savepoints down to the bad rows."""
+        if not rows:
+            return
+        values = [row_values(statement.spec, d) for d in rows]
+        # Each call rolls back to or releases its own savepoint before recursing, so one name does.
+        cur.execute("SAVEPOINT crawlstore_rows")
+        try:
+            execute_values(cur, statement.query, values, template=statement.template, page_size=len(values))
+        except ROW_ERRORS as exc:
+            cur.execute("ROLLBACK TO SAVEPOINT crawlstore_rows")
+            if len(rows) == 1:
+                detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                kind = getattr(exc, "pgcode", None) or type(exc).__name__
+                log.warning("%s: PostgreSQL refused the row (%s): to the DLQ", rows[0].record.where, detail)
+                refused.append(
+                    Rejection(rows[0].record, StoreRejected(f"postgres_{kind}", detail), STAGE_SINK)
+                )
+                return
+            middle = len(rows) // 2
+            self._upsert(cur, statement, rows[:middle], refused)
+            self._upsert(cur, statement, rows[middle:], refused)
+            return
+        cur.execute("RELEASE SAVEPOINT crawlstore_rows")
+
+    def flush(self, batch: Batch) -> None:
+        conn = self._connection()
+        offsets = [
+            (self.group, tp.topic, tp.partition, nxt) for tp, nxt in sorted(batch.next_offsets().items())
+        ]
+        try:
+            with conn.cursor() as cur:
+                execute_values(cur, UPSERT_OFFSETS, offsets)
+            conn.commit()
+        except psycopg2.Error as exc:
+            # A commit that failed on the wire may still have happened: the retry is a no-op then.
+            raise self._fail(exc, "commit") from exc
+        finally:
+            self._staged = False
+
+    def abort(self) -> None:
+        if self._conn is not None and not self._conn.closed and self._staged:
+            try:
+                self._conn.rollback()
+            except psycopg2.Error:
+                self._drop_connection()
+        self._staged = False
+
+    def close(self, partitions: Collection[TopicPartition]) -> None:
+        self.abort()
+
+    def stop(self) -> None:
+        self.abort()
+        self._drop_connection()

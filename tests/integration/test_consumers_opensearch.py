@@ -1,0 +1,159 @@
+"""The OpenSearch consumer against real Kafka and OpenSearch: documents, versions, replays, refusals."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def index_prefix(opensearch_url: str) -> Iterator[str]:
+    """A unique index prefix (the sink's indices are <prefix>products and <prefix>readings)."""
+    prefix = f"test-{uuid.uuid4().hex[:10]}-"
+    yield prefix
+    for kind in ("products", "readings"):
+        requests.delete(f"{opensearch_url}/{prefix}{kind}", timeout=30)
+        requests.delete(f"{opensearch_url}/_index_template/{prefix}{kind}", timeout=30)
+
+
+def test_lands_documents_per_kind_and_a_redelivery_changes_nothing(
+    kit: Any, topic: str, producer: Any, run_consumer: Any, opensearch_url: str, index_prefix: str
+) -> None:
+    items = [kit.product(f"p{i}", i, brand="Ünïcode & <b>bold</b>") for i in range(250)] + [
+        kit.reading(f"r{i}", i) for i in range(150)
+    ]
+    sent = producer(topic, items)
+    consumer = run_consumer("opensearch", topics=topic, opensearch_index_prefix=index_prefix)
+    products_index, readings_index = f"{index_prefix}products", f"{index_prefix}readings"
+    kit.eventually(
+        "400 documents",
+        lambda: (
+            kit.os_count(opensearch_url, products_index) == 250
+            and kit.os_count(opensearch_url, readings_index) == 150
+        ),
+    )
+    docs = {**kit.os_search(opensearch_url, products_index), **kit.os_search(opensearch_url, readings_index)}
+    for s in sent:
+        source = docs[s.item.key]["_source"]
+        assert source["crawled_at"].replace("Z", "+00:00") == s.item.crawled_at.isoformat()
+        assert source["kafka"] == {
+            "topic": topic,
+            "partition": s.partition,
+            "offset": s.offset,
+            "timestamp": s.timestamp_ms,
+        }
+        if s.item.kind == "product":
+            assert (source["name"], source["brand"], Decimal(source["price"])) == (
+                s.item.name,
+                s.item.brand,
+                s.item.price,
+            )
+        else:
+            assert (source["device_id"], source["sensor1"], source["is_fail"]) == (
+                s.item.device_id,
+                s.item.sensor1,
+                s.item.is_fail,
+            )
+
+    # The project owns the mapping: strict, typed.
+    mapping = requests.get(f"{opensearch_url}/{products_index}/_mapping", timeout=10).json()
+    props = mapping[products_index]["mappings"]
+    assert props["dynamic"] == "strict"
+    assert props["properties"]["price"]["type"] == "scaled_float"
+    assert requests.get(f"{opensearch_url}/_index_template/{products_index}", timeout=10).status_code == 200
+    assert consumer.stop() == 0
+
+    # Same records again through a new group (no committed offsets): every write is a 409 no-op.
+    again = run_consumer("opensearch", topics=topic, opensearch_index_prefix=index_prefix)
+    kit.eventually(
+        "the replay went through", lambda: again.metric("crawlstore_consumer_records_written_total") == 400
+    )
+    after = {**kit.os_search(opensearch_url, products_index), **kit.os_search(opensearch_url, readings_index)}
+    assert {k: (d["_version"], d["_seq_no"], d["_source"]) for k, d in after.items()} == {
+        k: (d["_version"], d["_seq_no"], d["_source"]) for k, d in docs.items()
+    }
+    assert again.metric("crawlstore_consumer_records_dead_lettered_total") == 0
+    assert again.stop() == 0
+
+
+def test_newer_crawl_wins_and_a_late_older_record_is_a_no_op(
+    kit: Any,
+    topic: str,
+    producer: Any,
+    run_consumer: Any,
+    opensearch_url: str,
+    index_prefix: str,
+    read_topic: Any,
+) -> None:
+    v1 = kit.product("k1", 0, name="version one")
+    v2 = kit.product("k1", 0, name="version two", crawled_at=v1.crawled_at + timedelta(minutes=5))
+    consumer = run_consumer("opensearch", topics=topic, opensearch_index_prefix=index_prefix)
+    consumer.wait_healthy()
+    producer(topic, [v1, v2])
+    index = f"{index_prefix}products"
+    kit.eventually(
+        "version two indexed",
+        lambda: (
+            kit.os_search(opensearch_url, index).get("k1", {}).get("_source", {}).get("name") == "version two"
+        ),
+    )
+    producer(topic, [v1])  # late: higher offset, older crawl
+    kit.eventually(
+        "late record consumed", lambda: consumer.metric("crawlstore_consumer_records_written_total") == 3
+    )
+    doc = kit.os_search(opensearch_url, index)["k1"]
+    assert doc["_source"]["name"] == "version two"
+    assert read_topic(f"{topic}-dlq") == []  # a version conflict is success, not a dead letter
+    assert consumer.stop() == 0
+
+
+def test_a_document_opensearch_refuses_goes_to_the_dlq_and_the_rest_lands(
+    kit: Any,
+    topic: str,
+    producer: Any,
+    run_consumer: Any,
+    opensearch_url: str,
+    index_prefix: str,
+    read_topic: Any,
+) -> None:
+    # An index created before the sink, with a narrower type than the sink's mapping.
+    index = f"{index_prefix}products"
+    created = requests.put(
+        f"{opensearch_url}/{index}",
+        json={"mappings": {"properties": {"review_count": {"type": "short"}}}},
+        timeout=30,
+    )
+    assert created.status_code == 200, created.text
+    fits = [kit.product(f"ok{i}", i, review_count=i) for i in range(20)]
+    too_big = [kit.product(f"big{i}", i, review_count=100_000 + i) for i in range(3)]
+    sent = producer(topic, fits[:10] + too_big + fits[10:])
+    consumer = run_consumer("opensearch", topics=topic, opensearch_index_prefix=index_prefix)
+    kit.eventually("the fitting documents landed", lambda: kit.os_count(opensearch_url, index) == 20)
+    kit.eventually("three dead letters", lambda: len(read_topic(f"{topic}-dlq")) == 3)
+    letters = read_topic(f"{topic}-dlq")
+    bad = {s.key: s for s in sent if s.key.startswith(b"big")}
+    assert {r.key for r in letters} == set(bad)
+    for r in letters:
+        h = dict(r.headers)
+        assert h["__connect.errors.connector.name"] == b"opensearch"
+        assert h["__connect.errors.stage"] == b"TASK_PUT"
+        assert (
+            b"mapper_parsing_exception" in h["crawlstore.dlq.error_kind"]
+            or b"parsing" in h["crawlstore.dlq.error_kind"]
+        )
+        assert r.value == bad[r.key].value
+        assert (int(h["__connect.errors.partition"]), int(h["__connect.errors.offset"])) == (
+            bad[r.key].partition,
+            bad[r.key].offset,
+        )
+    assert "conflicts with the sink's" in consumer.log_text()
+    assert consumer.alive()
+    assert consumer.stop() == 0

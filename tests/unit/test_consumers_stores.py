@@ -1,0 +1,77 @@
+"""Pure parts of the store sinks: OpenSearch versions, PostgreSQL statement rounds and SQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from consumers.batching import Decoded
+from consumers.opensearch import MAX_MS, OFFSET_BITS, external_version
+from consumers.postgres import PRODUCTS, READINGS, rounds, row_values
+from crawlstore.items import ProductItem
+from crawlstore.messages import Record
+
+pytestmark = pytest.mark.unit
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+def test_version_orders_by_crawl_time_first() -> None:
+    older_at_high_offset = external_version(T0, 10_000_000)
+    newer_at_low_offset = external_version(T0 + timedelta(milliseconds=1), 3)
+    assert newer_at_low_offset > older_at_high_offset
+
+
+def test_version_breaks_ties_within_a_millisecond_by_offset() -> None:
+    assert external_version(T0, 6) > external_version(T0, 5)
+    assert external_version(T0 + timedelta(microseconds=500), 5) == external_version(T0, 5)
+
+
+def test_the_same_record_always_gets_the_same_version() -> None:
+    assert external_version(T0, 42) == external_version(T0.astimezone(UTC), 42)
+
+
+def test_versions_stay_valid_longs_for_any_crawl_time() -> None:
+    for when in (datetime(1900, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC), T0):
+        v = external_version(when, 2**40)
+        assert 0 <= v < 2**63
+    assert external_version(datetime(9999, 1, 1, tzinfo=UTC), 0) == MAX_MS << OFFSET_BITS
+
+
+def decoded(key: str, offset: int, seconds: int = 0) -> Decoded:
+    item = ProductItem(
+        source="s",
+        crawled_at=T0 + timedelta(seconds=seconds),
+        product_id=key,
+        name="n",
+        price=Decimal("1.50"),
+        currency="EUR",
+        url="https://x.example/",
+    )
+    return Decoded(Record("t", 0, offset, key.encode(), b'{"a": 1}'), item)
+
+
+def test_rounds_never_put_a_key_twice_in_one_statement() -> None:
+    rows = [decoded("a", 1), decoded("b", 2), decoded("a", 3), decoded("a", 4), decoded("c", 5)]
+    out = rounds(rows)
+    assert [[d.record.offset for d in r] for r in out] == [[1, 2, 5], [3], [4]]
+    for r in out:
+        keys = [d.item.key for d in r]
+        assert len(keys) == len(set(keys))
+
+
+def test_row_values_are_typed_columns_then_raw_json_text_and_lineage() -> None:
+    values = row_values(PRODUCTS, decoded("a", 7))
+    assert len(values) == len(PRODUCTS.all_columns)
+    assert values[PRODUCTS.all_columns.index("price")] == Decimal("1.50")
+    assert values[-4:] == ('{"a": 1}', "t", 0, 7)
+
+
+def test_upsert_has_the_stale_write_guard_and_quotes_identifiers() -> None:
+    text = repr(PRODUCTS.upsert())
+    assert "ON CONFLICT" in text and "EXCLUDED" in text
+    assert "(EXCLUDED.crawled_at, EXCLUDED.kafka_offset) > (t.crawled_at, t.kafka_offset)" in text
+    assert "Identifier('products')" in text
+    assert PRODUCTS.template().count("%s") == len(PRODUCTS.all_columns)
+    assert "%s::jsonb" in READINGS.template()
