@@ -865,7 +865,8 @@ def start_services(targets: list[Service], env: dict[str, str]) -> None:
             say(f"{svc.name}: already running")
             continue
         busy = [p for p in svc.ports if port_open(p)]
-        if busy and not svc.running():
+        ours = svc.running() or any(pid_of(p) for p in svc.processes)  # e.g. NameNode up, DataNode not
+        if busy and not ours:
             raise StackError(f"{svc.name}: port(s) {busy} already in use by another process")
         say(f"{svc.name}: starting (log: {svc.log_file.relative_to(ROOT)})")
         svc.start(env)

@@ -51,6 +51,7 @@ def test_encode_then_decode_round_trips() -> None:
         (b"\xff\xfe", b"P-7", "invalid_utf8"),
         (b"{not json", b"P-7", "invalid_json"),
         (b"[1, 2]", b"P-7", "schema_violation"),
+        (b"[" * 100_000 + b"]" * 100_000, b"P-7", "invalid_json"),
         (b'{"product_id": "P-7"}', b"P-7", "schema_violation"),
     ],
 )

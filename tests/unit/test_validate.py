@@ -56,6 +56,7 @@ def variant(**changes: object) -> bytes:
         (variant(unexpected="field"), "unexpected:extra_forbidden"),
         (b'{"product_id": "P-1", "name": ', "item:invalid_json"),
         (b'{"product_id": "P-\xff\xfe"}', "item:invalid_json"),
+        (b"[" * 100_000 + b"]" * 100_000, "item:invalid_json"),
     ],
 )
 def test_each_broken_kind_is_rejected_with_its_reason(tmp_path: Path, line: bytes, kind: str) -> None:

@@ -86,6 +86,8 @@ def decode_item(record: Record) -> Item:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise RecordRejected("invalid_json", f"value is not JSON: {exc}") from exc
+    except RecursionError as exc:  # hostile nesting depth
+        raise RecordRejected("invalid_json", "value is JSON nested too deeply to parse") from exc
     schema = record.header(H_SCHEMA)
     item_type = SCHEMAS.get(schema or "")
     if item_type is None:

@@ -74,8 +74,9 @@ def validate_lines(path: Path, kind: str) -> Iterator[Item | InvalidItem]:
                 continue
             try:
                 data = json.loads(raw)
-            except ValueError as exc:  # includes invalid UTF-8
-                yield InvalidItem(line_no, raw, None, None, ("item:invalid_json",), f"not JSON: {exc}")
+            except (ValueError, RecursionError) as exc:  # invalid UTF-8, bad syntax, hostile nesting
+                reason = f"not JSON: {exc!r}"[:500]
+                yield InvalidItem(line_no, raw, None, None, ("item:invalid_json",), reason)
                 continue
             try:
                 yield model.model_validate(data)
