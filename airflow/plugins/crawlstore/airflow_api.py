@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
@@ -58,6 +59,22 @@ class AirflowApi:
             "POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": logical_date, "conf": conf or {}}
         )
         return str(run["dag_run_id"])
+
+    def trigger_now(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        """Trigger a run that unpausing will not double.
+
+        On unpause the scheduler adds a run for the latest due interval of the schedule; a run
+        triggered at that logical date takes the slot, and the scheduler skips it.
+        """
+        dag = self.call("GET", f"/dags/{dag_id}")
+        due_at, logical = dag.get("next_dagrun_run_after"), dag.get("next_dagrun_logical_date")
+        if due_at and logical and datetime.fromisoformat(due_at) <= datetime.now(UTC):
+            try:
+                return self.trigger(dag_id, conf, logical_date=logical)
+            except AirflowApiError as exc:  # that slot is taken already: nothing will be added
+                if "409" not in str(exc):
+                    raise
+        return self.trigger(dag_id, conf)
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
         tis = self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]

@@ -109,7 +109,7 @@ def run_crawls(api: AirflowApi, max_pages: int | None, timeout_s: float) -> dict
     runs = {}
     for dag_id in dag_ids:
         conf = {"max_pages": max_pages} if max_pages else {}
-        runs[dag_id] = api.trigger(dag_id, conf=conf)
+        runs[dag_id] = api.trigger_now(dag_id, conf=conf)
         log.info("triggered %s run %s", dag_id, runs[dag_id])
         api.unpause(dag_id)
     try:
