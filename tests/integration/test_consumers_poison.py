@@ -155,8 +155,10 @@ def test_exactly_the_bad_records_reach_the_dlq_and_the_rest_is_stored_verbatim(
         "unknown_schema",
         "key_mismatch",
         "empty_value",
-        "undecodable",
     } <= kinds
+    # JSON nested past Python's recursion limit is rejected by the decoder like any other bad JSON.
+    deep = [r for r in letters if r.value and r.value.startswith(b"[[[[")]
+    assert [dict(r.headers)[H_ERROR_KIND] for r in deep] == [b"invalid_json"]
 
     stored = {r["key"]: r for r in store.records()}
     assert set(stored) == stored_keys
