@@ -175,6 +175,11 @@ def install_system() -> None:
         missing.append("docker-compose")
     if shutil.which("kcat") is None:
         missing.append("kcat")
+    jdk17 = Path("/usr/lib/jvm/java-17-openjdk-amd64/bin/java")
+    if not jdk17.exists() and not os.environ.get("STACK_JAVA_HOME"):
+        missing.append("openjdk-17-jdk-headless")  # Hadoop 3.4 needs 17, not a newer JDK
+    if shutil.which("mvn") is None:
+        missing.append("maven")
     if not missing:
         return
     if os.geteuid() != 0:
