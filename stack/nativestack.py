@@ -509,19 +509,29 @@ def psql_super(sql: str, db: str = "postgres") -> str:
     return out.stdout.strip()
 
 
+def sql_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def sql_ident(value: str) -> str:
+    return '"' + value.replace('"', '""') + '"'
+
+
 def pg_bootstrap(env: dict[str, str]) -> None:
-    """The application role and its two databases (pipeline data, Airflow metadata)."""
+    """The application role and its two databases (pipeline data, Airflow metadata).
+
+    psql runs these as the superuser over the local socket, where bind parameters are not
+    available; every value is quoted instead, though all come from our own settings.
+    """
     user, password = env["POSTGRES_USER"], env["POSTGRES_PASSWORD"]
-    # Identifiers and the password come from our own settings; quote them anyway.
-    role = '"' + user.replace('"', '""') + '"'
-    literal = "'" + password.replace("'", "''") + "'"
-    if psql_super(f"SELECT 1 FROM pg_roles WHERE rolname = '{user}'") != "1":
-        psql_super(f"CREATE ROLE {role} LOGIN PASSWORD {literal}")
+    role = sql_ident(user)
+    if psql_super(f"SELECT 1 FROM pg_roles WHERE rolname = {sql_literal(user)}") != "1":
+        psql_super(f"CREATE ROLE {role} LOGIN PASSWORD {sql_literal(password)}")
     else:
-        psql_super(f"ALTER ROLE {role} PASSWORD {literal}")
+        psql_super(f"ALTER ROLE {role} PASSWORD {sql_literal(password)}")
     for db in (env["POSTGRES_DB"], "airflow"):
-        if psql_super(f"SELECT 1 FROM pg_database WHERE datname = '{db}'") != "1":
-            psql_super(f'CREATE DATABASE "{db}" OWNER {role}')
+        if psql_super(f"SELECT 1 FROM pg_database WHERE datname = {sql_literal(db)}") != "1":
+            psql_super(f"CREATE DATABASE {sql_ident(db)} OWNER {role}")
 
 
 def pg_ready(env: dict[str, str]) -> bool:
