@@ -328,7 +328,10 @@ class PostgresSink(SinkTask):
         """The fast path; False when PostgreSQL refused something in it (nothing of it stays)."""
         cur.execute("SAVEPOINT crawlstore_copy")
         try:
-            cur.copy_expert(spec.copy(), io.StringIO(copy_text(spec, rows)))
+            data = copy_text(spec, rows)
+            # One read of the whole buffer: psycopg2 reads `size` chars per GIL acquisition, and
+            # a writer thread that re-acquires the GIL per 8 KB chunk starves behind the decoder.
+            cur.copy_expert(spec.copy(), io.StringIO(data), size=len(data) + 1)
             cur.execute(spec.merge())  # each table is staged once per transaction; commit empties it
         except ROW_ERRORS as exc:
             cur.execute("ROLLBACK TO SAVEPOINT crawlstore_copy")

@@ -61,6 +61,15 @@ def test_decode_rejects_with_a_kind(value: bytes | None, key: bytes, kind: str) 
     assert exc.value.kind == kind
 
 
+def test_decode_refuses_a_lone_surrogate() -> None:
+    """Python's json takes a lone surrogate escape, the item parser not; no store could hold one."""
+    value = json.dumps({**json.loads(encode_item(ITEM, "t", "r").value or b""), "name": "a\ud800b"})
+    with pytest.raises(RecordRejected) as exc:
+        decode_item(record(value.encode()))
+    assert exc.value.kind == "schema_violation"
+    assert "name" in str(exc.value)
+
+
 def test_decode_rejects_unknown_schema_and_key_mismatch() -> None:
     good = encode_item(ITEM, "crawl.products", "run-1")
     with pytest.raises(RecordRejected, match="names no known schema"):
