@@ -40,8 +40,7 @@ from kafka.admin import NewTopic
 from opensearchpy import OpenSearch
 
 from consumers.batching import Decoded
-from consumers.hdfs import json_line
-from consumers.opensearch import INDEX_SETTINGS, MAPPINGS, document
+from consumers.opensearch import INDEX_SETTINGS, MAPPINGS
 from consumers.postgres import PRODUCTS, row_values
 from consumers.webhdfs import WebHdfs
 from crawlstore.items import ProductItem
@@ -307,9 +306,9 @@ def os_bulk(decoded: list[Decoded], settings: OpenSearchSettings, batch: int = 2
     for start in range(0, len(decoded), batch):
         lines = []
         for d in decoded[start : start + batch]:
-            lines.append(json.dumps({"index": {"_index": index, "_id": d.item.key}}))
-            lines.append(json.dumps(document(d), ensure_ascii=False))
-        bodies.append("\n".join(lines) + "\n")
+            lines.append(json.dumps({"index": {"_index": index, "_id": d.item.key}}).encode())
+            lines.append(d.document())
+        bodies.append(b"\n".join(lines) + b"\n")
     try:
         seconds = timed(lambda: [client.bulk(body=b, params={"filter_path": "errors"}) for b in bodies])
     finally:
@@ -321,7 +320,7 @@ def os_bulk(decoded: list[Decoded], settings: OpenSearchSettings, batch: int = 2
 def hdfs_write(decoded: list[Decoded], settings: HdfsSettings) -> float:
     """One large WebHDFS write of the same JSON lines."""
     fs = WebHdfs(settings.webhdfs_url, settings.user)
-    data = b"".join(json_line(d) for d in decoded)
+    data = b"".join(d.document() + b"\n" for d in decoded)
     path = f"/bench/raw-{uuid.uuid4().hex[:8]}.jsonl"
     try:
         seconds = timed(lambda: fs.create(path, data))

@@ -7,6 +7,7 @@ schema) and, per partition, the range of offsets it consumed: committing a batch
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -26,6 +27,22 @@ class Decoded:
     @property
     def tp(self) -> TopicPartition:
         return TopicPartition(self.record.topic, self.record.partition)
+
+    def document(self) -> bytes:
+        """The item as the stores hold it, plus `kafka` lineage, as one UTF-8 JSON object.
+
+        OpenSearch indexes it and HDFS writes it as a line (JSON escapes newlines in values).
+        Serialised by pydantic's compiled encoder, the lineage appended to the object.
+        """
+        r = self.record
+        ts = b"null" if r.timestamp_ms is None else b"%d" % r.timestamp_ms
+        lineage = b',"kafka":{"topic":%s,"partition":%d,"offset":%d,"timestamp":%s}}' % (
+            json.dumps(r.topic).encode(),
+            r.partition,
+            r.offset,
+            ts,
+        )
+        return self.item.model_dump_json().encode()[:-1] + lineage
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ them). Each line is the item's JSON plus `kafka` lineage (topic, partition, offs
 
 from __future__ import annotations
 
-import json
 import logging
 import posixpath
 import uuid
@@ -22,7 +21,6 @@ from collections import defaultdict
 from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
-from typing import Any
 
 from kafka.structs import TopicPartition
 
@@ -43,7 +41,6 @@ from consumers.hdfs_files import (
 )
 from consumers.sink import SinkTask
 from consumers.webhdfs import WebHdfs
-from crawlstore.items import to_json_dict
 from crawlstore.settings import HdfsSettings
 
 log = logging.getLogger(__name__)
@@ -56,19 +53,6 @@ def record_day(decoded: Decoded) -> date:
         day: date = decoded.item.crawled_at.astimezone(UTC).date()
         return day
     return datetime.fromtimestamp(ts / 1000, tz=UTC).date()
-
-
-def json_line(decoded: Decoded) -> bytes:
-    """One line: the item plus its Kafka lineage; json.dumps escapes newlines inside values."""
-    record = decoded.record
-    doc: dict[str, Any] = to_json_dict(decoded.item)
-    doc["kafka"] = {
-        "topic": record.topic,
-        "partition": record.partition,
-        "offset": record.offset,
-        "timestamp": record.timestamp_ms,
-    }
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
 
 
 class HdfsSink(SinkTask):
@@ -140,7 +124,7 @@ class HdfsSink(SinkTask):
         self._staged = []
         by_tp: dict[TopicPartition, list[tuple[int, date, bytes]]] = defaultdict(list)
         for decoded in batch.items:
-            by_tp[decoded.tp].append((decoded.record.offset, record_day(decoded), json_line(decoded)))
+            by_tp[decoded.tp].append((decoded.record.offset, record_day(decoded), decoded.document() + b"\n"))
         uploads: list[tuple[TopicPartition, Run, str, str]] = []
         for tp, span in sorted(batch.ranges.items()):
             for run in split_runs(by_tp.get(tp, []), span.first, span.last):

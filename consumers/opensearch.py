@@ -37,7 +37,7 @@ from consumers.batching import Batch, Decoded, Rejection
 from consumers.errors import FatalError, StoreRejected, TransientError
 from consumers.sink import SinkTask
 from crawlstore.dlq import STAGE_SINK
-from crawlstore.items import ITEM_TYPES, Item, to_json_dict
+from crawlstore.items import ITEM_TYPES, Item
 from crawlstore.settings import OpenSearchSettings
 
 log = logging.getLogger(__name__)
@@ -108,18 +108,6 @@ def external_version(crawled_at: datetime, offset: int) -> int:
     ms = (crawled_at - EPOCH) // timedelta(milliseconds=1)
     ms = min(max(ms, 0), MAX_MS)
     return (ms << OFFSET_BITS) | (offset & ((1 << OFFSET_BITS) - 1))
-
-
-def document(decoded: Decoded) -> dict[str, Any]:
-    record = decoded.record
-    doc: dict[str, Any] = to_json_dict(decoded.item)
-    doc["kafka"] = {
-        "topic": record.topic,
-        "partition": record.partition,
-        "offset": record.offset,
-        "timestamp": record.timestamp_ms,
-    }
-    return doc
 
 
 def _error_text(error: Any) -> tuple[str, str]:
@@ -209,7 +197,7 @@ class OpenSearchSink(SinkTask):
     def _bulk(self, items: Sequence[Decoded], refused: list[Rejection]) -> None:
         if not items:
             return
-        lines: list[str] = []
+        lines: list[bytes] = []
         for decoded in items:
             action = {
                 "index": {
@@ -219,9 +207,9 @@ class OpenSearchSink(SinkTask):
                     "version_type": "external",
                 }
             }
-            lines.append(json.dumps(action, separators=(",", ":")))
-            lines.append(json.dumps(document(decoded), ensure_ascii=False, separators=(",", ":")))
-        payload = "\n".join(lines) + "\n"
+            lines.append(json.dumps(action, separators=(",", ":")).encode())
+            lines.append(decoded.document())
+        payload = b"\n".join(lines) + b"\n"
         try:
             response = self.client.bulk(
                 body=payload, params={"filter_path": "errors,items.*.status,items.*.error"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -10,7 +11,7 @@ from kafka.structs import TopicPartition
 
 from consumers.batching import Batch, BatchPolicy, Decoded, Rejection
 from crawlstore.dlq import STAGE_DESERIALIZE, STAGE_SINK
-from crawlstore.items import ProductItem
+from crawlstore.items import ProductItem, to_json_dict
 from crawlstore.messages import Record, RecordRejected
 
 pytestmark = pytest.mark.unit
@@ -120,3 +121,16 @@ def test_room_never_asks_for_zero_records() -> None:
     for i in range(5):
         batch.add_item(decoded(0, i), now=0)
     assert POLICY.room(batch) == 1
+
+
+def test_document_is_the_item_plus_lineage_on_one_line() -> None:
+    d = decoded(2, 41)
+    item = d.item.model_copy(update={"name": 'line one\nline "two" \u00e9'})
+    doc = Decoded(Record("crawl.products", 2, 41, b"p41", b"{}", 1_700_000_000_000), item).document()
+    assert b"\n" not in doc
+    assert json.loads(doc) == {
+        **to_json_dict(item),
+        "kafka": {"topic": "crawl.products", "partition": 2, "offset": 41, "timestamp": 1_700_000_000_000},
+    }
+    no_ts = Decoded(Record("t", 0, 1, b"k", b"{}"), item).document()
+    assert json.loads(no_ts)["kafka"]["timestamp"] is None
