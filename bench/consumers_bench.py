@@ -7,10 +7,12 @@ Not a test: a measurement on the native stack. For N items of ~1 KB on a fresh 3
   10% to 90% of the records written (start-up and the last partial batch left out);
 - the raw ceiling of the same store on the same rows/documents/lines: PostgreSQL COPY into a
   table like `products`, OpenSearch `_bulk` from a plain client into an index with the same
-  mapping, and one large WebHDFS write.
+  mapping, and one large WebHDFS write; each run --rounds times, the median counts;
+- the CPU each side costs per record (the whole machine's busy time from /proc/stat, and the
+  consumer processes' own), and from it the best rate that CPU allows on this machine.
 
     set -a; . .stack/env; set +a
-    .venv/bin/python bench/consumers_bench.py --records 50000 [--sinks postgres,opensearch,hdfs]
+    .venv/bin/python bench/consumers_bench.py [--records 100000] [--sinks postgres,hdfs] [--replicas 3]
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -49,6 +52,8 @@ from crawlstore.settings import HdfsSettings, KafkaSettings, OpenSearchSettings,
 
 ROOT = Path(__file__).resolve().parents[1]
 PORTS = {"postgres": 19201, "opensearch": 19202, "hdfs": 19203}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+CORES = os.cpu_count() or 1
 
 
 def item(prefix: str, i: int, now: datetime) -> ProductItem:
@@ -158,7 +163,7 @@ def kafka_perf_tool(servers: str, topic: str, n: int) -> float:
     return float(row.get("fetch.nMsg.sec") or row["nMsg.sec"])
 
 
-def kafka_python_poll(servers: str, topic: str, n: int) -> float:
+def kafka_python_poll(servers: str, topic: str, n: int) -> Measured:
     """records/s of kafka-python's poll() alone (the consumers' client, no decoding or writing)."""
     consumer = KafkaConsumer(
         topic,
@@ -169,15 +174,16 @@ def kafka_python_poll(servers: str, topic: str, n: int) -> float:
         max_poll_records=2000,
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
-    got, start = 0, 0.0
+    got, start, cpu, machine = 0, 0.0, 0.0, 0.0
     while got < n:
         batch = consumer.poll(timeout_ms=1000, max_records=2000)
         if batch and not start:
-            start = time.monotonic()
+            start, cpu, machine = time.monotonic(), time.process_time(), busy_cpu_s()
         got += sum(len(v) for v in batch.values())
     elapsed = time.monotonic() - start
+    result = Measured(n / elapsed, (busy_cpu_s() - machine) / n * 1e6, (time.process_time() - cpu) / n * 1e6)
     consumer.close()
-    return n / elapsed
+    return result
 
 
 def decode_only(records: list[Record]) -> float:
@@ -201,8 +207,31 @@ def metric(port: int, name: str) -> float:
     return float(m.group(1)) if m else -1.0
 
 
-def run_sink(sink: str, topic: str, n: int, env: dict[str, str], replicas: int = 1) -> float:
-    """Sustained records/s of `python -m consumers <sink>` (R replicas in one group): 10% to 90% written."""
+def busy_cpu_s() -> float:
+    """CPU seconds the whole machine spent busy since boot (every core, every process)."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of one process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A sustained rate, and the CPU it cost per record: the whole machine's and the client's own."""
+
+    per_s: float
+    machine_us: float
+    client_us: float | None = None
+
+
+def run_sink(sink: str, topic: str, n: int, env: dict[str, str], replicas: int = 1) -> Measured:
+    """`python -m consumers <sink>` (R replicas in one group), from 10% to 90% of the records written."""
     ports = [PORTS[sink] + 10 * i for i in range(replicas)]
     assert all(free(p) for p in ports), f"ports {ports} busy"
     group = f"bench-{sink}-{uuid.uuid4().hex[:6]}"
@@ -230,7 +259,7 @@ def run_sink(sink: str, topic: str, n: int, env: dict[str, str], replicas: int =
                 log,
             )
         )
-    marks: dict[float, tuple[float, float]] = {}  # fraction -> (time, records written then)
+    marks: dict[float, tuple[float, float, float, float]] = {}  # fraction -> time, written, CPU s
     deadline = time.monotonic() + 900
     try:
         while time.monotonic() < deadline and all(p.poll() is None for p, _ in procs):
@@ -240,7 +269,8 @@ def run_sink(sink: str, topic: str, n: int, env: dict[str, str], replicas: int =
             now = time.monotonic()
             for frac in (0.1, 0.9):
                 if frac not in marks and written >= frac * n:
-                    marks[frac] = (now, written)
+                    own = sum(process_cpu_s(p.pid) for p, _ in procs)
+                    marks[frac] = (now, written, busy_cpu_s(), own)
             if written >= n:
                 break
             time.sleep(0.05)
@@ -251,17 +281,25 @@ def run_sink(sink: str, topic: str, n: int, env: dict[str, str], replicas: int =
             log.close()
     if len(marks) < 2:
         raise RuntimeError(f"{sink} consumer did not finish; see /tmp/bench-{sink}-*.log")
-    (t10, w10), (t90, w90) = marks[0.1], marks[0.9]
-    return (w90 - w10) / (t90 - t10)
+    (t10, w10, m10, c10), (t90, w90, m90, c90) = marks[0.1], marks[0.9]
+    records = w90 - w10
+    return Measured(records / (t90 - t10), (m90 - m10) / records * 1e6, (c90 - c10) / records * 1e6)
 
 
-def timed(fn: Callable[[], None]) -> float:
-    start = time.monotonic()
+def timed(n: int, fn: Callable[[], None]) -> Measured:
+    """The rate of `fn` writing n records, and the machine's CPU per record meanwhile."""
+    start, cpu = time.monotonic(), busy_cpu_s()
     fn()
-    return time.monotonic() - start
+    return Measured(n / (time.monotonic() - start), (busy_cpu_s() - cpu) / n * 1e6)
 
 
-def pg_copy(records: list[Record], decoded: list[Decoded], settings: PostgresSettings) -> float:
+def median_of(rounds: int, fn: Callable[[], Measured]) -> tuple[Measured, list[float]]:
+    """Run a ceiling measurement several times: the median run, and every rate seen."""
+    runs = sorted((fn() for _ in range(rounds)), key=lambda m: m.per_s)
+    return runs[len(runs) // 2], [m.per_s for m in runs]
+
+
+def pg_copy(decoded: list[Decoded], settings: PostgresSettings) -> Measured:
     """COPY of the same rows (typed columns, raw JSON, lineage) into a table like `products`."""
     table = f"bench_copy_{uuid.uuid4().hex[:8]}"
     buf = io.StringIO()
@@ -288,16 +326,15 @@ def pg_copy(records: list[Record], decoded: list[Decoded], settings: PostgresSet
                 )
             conn.commit()
 
-        seconds = timed(copy)
+        return timed(len(decoded), copy)
     finally:
         with conn.cursor() as cur:
             cur.execute(f"DROP TABLE IF EXISTS {table}")
         conn.commit()
         conn.close()
-    return len(records) / seconds
 
 
-def os_bulk(decoded: list[Decoded], settings: OpenSearchSettings, batch: int = 2000) -> float:
+def os_bulk(decoded: list[Decoded], settings: OpenSearchSettings, batch: int = 2000) -> Measured:
     """_bulk from a plain client: the same documents, same mapping, same batch size, no versioning."""
     client = OpenSearch(hosts=[settings.url], timeout=120)
     index = f"bench-raw-{uuid.uuid4().hex[:8]}"
@@ -310,32 +347,33 @@ def os_bulk(decoded: list[Decoded], settings: OpenSearchSettings, batch: int = 2
             lines.append(d.document())
         bodies.append(b"\n".join(lines) + b"\n")
     try:
-        seconds = timed(lambda: [client.bulk(body=b, params={"filter_path": "errors"}) for b in bodies])
+        return timed(
+            len(decoded), lambda: [client.bulk(body=b, params={"filter_path": "errors"}) for b in bodies]
+        )
     finally:
         client.indices.delete(index=index)
         client.close()
-    return len(decoded) / seconds
 
 
-def hdfs_write(decoded: list[Decoded], settings: HdfsSettings) -> float:
+def hdfs_write(decoded: list[Decoded], settings: HdfsSettings) -> Measured:
     """One large WebHDFS write of the same JSON lines."""
     fs = WebHdfs(settings.webhdfs_url, settings.user)
     data = b"".join(d.document() + b"\n" for d in decoded)
     path = f"/bench/raw-{uuid.uuid4().hex[:8]}.jsonl"
     try:
-        seconds = timed(lambda: fs.create(path, data))
+        return timed(len(decoded), lambda: fs.create(path, data))
     finally:
         fs.delete(path)
-    return len(decoded) / seconds
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--records", type=int, default=50_000)
+    parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--sinks", default="postgres,opensearch,hdfs")
     parser.add_argument("--replicas", type=int, default=1, help="consumer processes per sink, one group")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each ceiling; the median counts")
     args = parser.parse_args()
     n, sinks = args.records, args.sinks.split(",")
     servers = KafkaSettings().bootstrap_servers
@@ -344,7 +382,7 @@ def main() -> int:
     admin = KafkaAdminClient(bootstrap_servers=servers)
     admin.create_topics([NewTopic(topic, 3, 1), NewTopic(f"{topic}-dlq", 1, 1)])
     index_prefix, hdfs_root = f"bench-{run}-", f"/bench/{run}/topics"
-    results: dict[str, tuple[float, float, str]] = {}
+    results: dict[str, tuple[Measured, Measured, str]] = {}
     try:
         now = datetime.now(UTC)
         items = [item(prefix, i, now) for i in range(n)]
@@ -353,43 +391,65 @@ def main() -> int:
         size = sum(len(r.value or b"") for r in records) / n
         elapsed = time.monotonic() - t0
         print(f"{n} records of {size:.0f} bytes on {topic} (3 partitions), produced in {elapsed:.1f}s")
+        print(f"{CORES} cores; CPU per record = busy CPU time of the whole machine / records")
         decoded = [Decoded(r, decode_item(r)) for r in records]
         print(f"Kafka ConsumerPerformance (Java):  {kafka_perf_tool(servers, topic, n):>10,.0f} records/s")
-        print(f"kafka-python poll() only:          {kafka_python_poll(servers, topic, n):>10,.0f} records/s")
+        poll = kafka_python_poll(servers, topic, n)
+        print(
+            f"kafka-python poll() only:          {poll.per_s:>10,.0f} records/s "
+            f"({poll.client_us:.0f} µs CPU/record in the client)"
+        )
         print(f"decode_item() only (one core):     {decode_only(records):>10,.0f} records/s")
         for sink in sinks:
+            env: dict[str, str] = {}
             if sink == "postgres":
-                ceiling, how = pg_copy(records, decoded, PostgresSettings()), "PostgreSQL COPY"
-                rate = run_sink(sink, topic, n, {}, args.replicas)
+                how, ceiling_of = "PostgreSQL COPY", lambda: pg_copy(decoded, PostgresSettings())
             elif sink == "opensearch":
-                ceiling, how = os_bulk(decoded, OpenSearchSettings()), "OpenSearch _bulk, plain client"
-                rate = run_sink(
-                    sink, topic, n, {"CONSUMER_OPENSEARCH_INDEX_PREFIX": index_prefix}, args.replicas
-                )
+                how, ceiling_of = "OpenSearch _bulk", lambda: os_bulk(decoded, OpenSearchSettings())
+                env = {"CONSUMER_OPENSEARCH_INDEX_PREFIX": index_prefix}
             else:
-                ceiling, how = hdfs_write(decoded, HdfsSettings()), "one WebHDFS write"
+                how, ceiling_of = "one WebHDFS write", lambda: hdfs_write(decoded, HdfsSettings())
                 # Files of n/5 records, so the 10%..90% window spans several flushes.
-                rate = run_sink(
-                    sink,
-                    topic,
-                    n,
-                    {"CONSUMER_HDFS_ROOT": hdfs_root, "CONSUMER_BATCH_MAX_RECORDS": str(max(1000, n // 5))},
-                )
+                env = {"CONSUMER_HDFS_ROOT": hdfs_root, "CONSUMER_BATCH_MAX_RECORDS": str(max(1000, n // 5))}
+            ceiling, seen = median_of(args.rounds, ceiling_of)
+            rate = run_sink(sink, topic, n, env, args.replicas)
             results[sink] = (rate, ceiling, how)
             print(
-                f"{sink:<11} consumer {rate:>10,.0f} records/s   raw ceiling ({how}) {ceiling:>10,.0f}/s   "
-                f"ratio {rate / ceiling:6.1%}"
+                f"{sink:<11} consumer {rate.per_s:>8,.0f}/s ({rate.machine_us:.0f} µs CPU/record, "
+                f"{rate.client_us or 0:.0f} in the consumer)   {how} {ceiling.per_s:>8,.0f}/s "
+                f"({ceiling.machine_us:.0f} µs CPU/record; runs {', '.join(f'{x:,.0f}' for x in seen)})   "
+                f"ratio {rate.per_s / ceiling.per_s:6.1%}"
             )
     finally:
         admin.delete_topics([topic, f"{topic}-dlq"])
         admin.close()
         cleanup(prefix, index_prefix, f"/bench/{run}")
     print()
+    print(f"{n:,} records, {args.replicas} consumer process(es) per sink, ceilings: median of {args.rounds}")
     print(
-        f"{'sink':<12}{'consumer/s':>12}{'ceiling/s':>12}{'ratio':>8}  ceiling  ({args.replicas} replica(s))"
+        f"{'sink':<11}{'consumer/s':>11}{'ceiling/s':>11}{'ratio':>7}"
+        f"{'CPU µs/rec':>12}{'of which':>10}{'ceiling':>9}{'CPU bound/s':>13}{'ratio':>7}"
+        f"{'poll bound':>12}  ceiling"
     )
     for sink, (rate, ceiling, how) in results.items():
-        print(f"{sink:<12}{rate:>12,.0f}{ceiling:>12,.0f}{rate / ceiling:>8.1%}  {how}")
+        # If the store needs what it needs in the ceiling run and the consumer adds its own CPU,
+        # the machine's cores cannot do more than this, however well the two overlap.
+        bound = CORES * 1e6 / (ceiling.machine_us + (rate.client_us or 0))
+        floor = CORES * 1e6 / (ceiling.machine_us + (poll.client_us or 0))
+        print(
+            f"{sink:<11}{rate.per_s:>11,.0f}{ceiling.per_s:>11,.0f}{rate.per_s / ceiling.per_s:>7.0%}"
+            f"{rate.machine_us:>12.0f}{rate.client_us or 0:>10.0f}{ceiling.machine_us:>9.0f}"
+            f"{min(bound, ceiling.per_s):>13,.0f}{min(bound, ceiling.per_s) / ceiling.per_s:>7.0%}"
+            f"{min(floor, ceiling.per_s) / ceiling.per_s:>12.0%}  {how}"
+        )
+    print(
+        "CPU µs/rec: whole machine during the consumer run, of which in the consumer process(es); "
+        "ceiling: whole machine during the ceiling run.\n"
+        "CPU bound: cores / (ceiling's CPU per record + the consumer's): the best any consumer using "
+        "that much CPU could do on this machine.\n"
+        "poll bound: the same with only kafka-python's poll() CPU per record (no decoding, no "
+        "writing): the best any kafka-python consumer could do here."
+    )
     return 0
 
 
