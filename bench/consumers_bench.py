@@ -37,7 +37,7 @@ from typing import Any
 
 import psycopg2
 import requests
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.admin import NewTopic
 from opensearchpy import OpenSearch
@@ -180,6 +180,30 @@ def kafka_python_poll(servers: str, topic: str, n: int) -> Measured:
         if batch and not start:
             start, cpu, machine = time.monotonic(), time.process_time(), busy_cpu_s()
         got += sum(len(v) for v in batch.values())
+    elapsed = time.monotonic() - start
+    result = Measured(n / elapsed, (busy_cpu_s() - machine) / n * 1e6, (time.process_time() - cpu) / n * 1e6)
+    consumer.close()
+    return result
+
+
+def librdkafka_poll(servers: str, topic: str, n: int) -> Measured:
+    """The same with confluent-kafka (librdkafka), for comparison: not the consumers' client."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": servers,
+            "group.id": f"bench-rdpoll-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    got, start, cpu, machine = 0, 0.0, 0.0, 0.0
+    while got < n:
+        batch = consumer.consume(num_messages=2000, timeout=1.0)
+        if batch and not start:
+            start, cpu, machine = time.monotonic(), time.process_time(), busy_cpu_s()
+        # What a consumer would touch of each record.
+        got += sum(1 for m in batch if m.error() is None and m.value() is not None and m.headers())
     elapsed = time.monotonic() - start
     result = Measured(n / elapsed, (busy_cpu_s() - machine) / n * 1e6, (time.process_time() - cpu) / n * 1e6)
     consumer.close()
@@ -398,6 +422,11 @@ def main() -> int:
         print(
             f"kafka-python poll() only:          {poll.per_s:>10,.0f} records/s "
             f"({poll.client_us:.0f} µs CPU/record in the client)"
+        )
+        rd = librdkafka_poll(servers, topic, n)
+        print(
+            f"confluent-kafka consume() only:    {rd.per_s:>10,.0f} records/s "
+            f"({rd.client_us:.0f} µs CPU/record in the client; for comparison, not used by the consumers)"
         )
         print(f"decode_item() only (one core):     {decode_only(records):>10,.0f} records/s")
         for sink in sinks:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 
@@ -80,7 +81,23 @@ def main(argv: list[str] | None = None) -> int:
     # Client libraries log every request or reconnect at INFO; their warnings are what matters here.
     for chatty in ("kafka", "opensearch", "urllib3"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    tune_gc()
     return ConsumerRuntime(sink, config, kafka).run()
+
+
+def tune_gc() -> None:
+    """Make CPython's cycle collector cheap for a process that churns through records.
+
+    A consumer allocates several container objects per record (the client's record, ours, the
+    item, the batch's bookkeeping), nearly all freed by reference counting. With the default
+    thresholds (700, 10, 10) the collector ran every few hundred records and its older
+    generations re-scanned every module and schema object: a quarter of the consumer's CPU
+    (measured: 83 -> 57 us per record, PostgreSQL sink, bench/consumers_bench.py). Objects
+    alive now (imports, settings, the sink) are frozen out of collections; young ones are
+    collected every 100,000 allocations instead of 700.
+    """
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 50)
 
 
 if __name__ == "__main__":
