@@ -18,6 +18,7 @@ import signal
 import time
 from collections.abc import Collection
 from concurrent.futures import Future, ThreadPoolExecutor
+from operator import itemgetter
 from types import FrameType
 from typing import Any
 
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 POLL_MS = 500  # upper bound of one poll: how quickly a stop signal or a due batch is noticed
 EXIT_OK, EXIT_CONFIG, EXIT_FATAL, EXIT_CIRCUIT_OPEN = 0, 1, 2, 3
+_header_value = itemgetter(1)
 
 
 def describe(partitions: Collection[TopicPartition]) -> str:
@@ -53,7 +55,9 @@ def describe(partitions: Collection[TopicPartition]) -> str:
 
 
 def to_record(cr: ConsumerRecord) -> Record:
-    headers = tuple((k, v if v is not None else b"") for k, v in (cr.headers or ()))
+    headers = tuple(cr.headers) if cr.headers else ()
+    if not all(map(_header_value, headers)):  # rare: a null (or empty) value; nulls become b""
+        headers = tuple((k, v if v is not None else b"") for k, v in headers)
     return Record(cr.topic, cr.partition, cr.offset, cr.key, cr.value, cr.timestamp, headers)
 
 

@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import TopicPartition
 
 from consumers.batching import Batch, BatchPolicy, Decoded, Rejection
+from consumers.runtime import to_record
 from crawlstore.dlq import STAGE_DESERIALIZE, STAGE_SINK
 from crawlstore.items import ProductItem, to_json_dict
 from crawlstore.messages import Record, RecordRejected
@@ -134,3 +136,14 @@ def test_document_is_the_item_plus_lineage_on_one_line() -> None:
     }
     no_ts = Decoded(Record("t", 0, 1, b"k", b"{}"), item).document()
     assert json.loads(no_ts)["kafka"]["timestamp"] is None
+
+
+def test_consumed_record_keeps_its_headers_and_null_values_become_empty() -> None:
+    def consumed(headers: list[tuple[str, bytes | None]] | None) -> ConsumerRecord:
+        return ConsumerRecord("t", 1, 0, 7, 1_700_000_000_000, 0, b"k", b"v", headers, None, 1, 1, 1)
+
+    record = to_record(consumed([("a", b"1"), ("b", None), ("c", b"")]))
+    assert record.headers == (("a", b"1"), ("b", b""), ("c", b""))
+    assert (record.topic, record.partition, record.offset) == ("t", 1, 7)
+    assert record.timestamp_ms == 1_700_000_000_000
+    assert to_record(consumed(None)).headers == ()
