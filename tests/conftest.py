@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 
 import pytest
 
@@ -10,6 +12,22 @@ import pytest
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # `down`/`up` of the whole stack would pull the services from under other tests.
     items.sort(key=lambda item: item.get_closest_marker("stack_lifecycle") is not None)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Let go of Airflow's ORM session quietly (the DAG tests open one in this process).
+
+    The outage tests restart PostgreSQL under it; Airflow's own exit hook would then print a
+    traceback about the dead connection after a passing run.
+    """
+    settings = sys.modules.get("airflow.settings")
+    if settings is None or getattr(settings, "Session", None) is None:
+        return
+    with contextlib.suppress(Exception):
+        settings.Session.remove()
+    settings.Session.registry.clear()
+    with contextlib.suppress(Exception):
+        settings.dispose_orm(do_log=False)
 
 
 STACK_VARS = (
