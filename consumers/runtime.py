@@ -280,6 +280,8 @@ class ConsumerRuntime:
         self._writer.shutdown(wait=True)
         self._inflight = None
         if self.consumer is not None:
+            # Closing cancels the client's pending metadata refresh, which it logs as an ERROR.
+            logging.getLogger("kafka.cluster").setLevel(logging.CRITICAL)
             try:
                 # Leaving the group (rather than timing out of it) hands partitions over at once.
                 self.consumer.close(autocommit=False, timeout_ms=5000)
