@@ -92,7 +92,7 @@ def tune_gc() -> None:
     item, the batch's bookkeeping), nearly all freed by reference counting. With the default
     thresholds (700, 10, 10) the collector ran every few hundred records and its older
     generations re-scanned every module and schema object: a quarter of the consumer's CPU
-    (measured: 83 -> 57 us per record, PostgreSQL sink, bench/consumers_bench.py). Objects
+    (measured: 83 -> 61 us per record, PostgreSQL sink, bench/consumers_bench.py). Objects
     alive now (imports, settings, the sink) are frozen out of collections; young ones are
     collected every 100,000 allocations instead of 700.
     """
