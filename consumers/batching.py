@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from kafka.structs import TopicPartition
 
@@ -80,6 +81,8 @@ class Batch:
     last_added_at: float = 0.0
     # Originals whose DLQ record Kafka already acknowledged (a retried flush does not resend them).
     dead_lettered: set[tuple[str, int, int]] = field(default_factory=set)
+    # The items encoded for the store by SinkTask.prepare (None: put() encodes them itself).
+    prepared: Any = None
 
     def __len__(self) -> int:
         return len(self.arrivals)
@@ -121,6 +124,7 @@ class Batch:
         if not gone:
             return 0
         before = len(self.arrivals)
+        self.prepared = None
         names = {(tp.topic, tp.partition) for tp in gone}
         self.items = [d for d in self.items if (d.record.topic, d.record.partition) not in names]
         self.rejected = [r for r in self.rejected if (r.record.topic, r.record.partition) not in names]

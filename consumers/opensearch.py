@@ -37,7 +37,7 @@ from consumers.batching import Batch, Decoded, Rejection
 from consumers.errors import FatalError, StoreRejected, TransientError
 from consumers.sink import SinkTask
 from crawlstore.dlq import STAGE_SINK
-from crawlstore.items import ITEM_TYPES, Item
+from crawlstore.items import ITEM_TYPES
 from crawlstore.settings import OpenSearchSettings
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 OFFSET_BITS = 21  # ties within one millisecond; 42 bits of milliseconds last until the year 2109
 MAX_MS = (1 << (63 - OFFSET_BITS)) - 1
 RETRY_STATUS = {429, 502, 503, 504}
+ACTION = b'{"index":{"_index":%s,"_id":%s,"version":%d,"version_type":"external"}}'
 # Per-item errors that are about the cluster, not the document.
 TRANSIENT_ITEM_ERRORS = {
     "cluster_block_exception",
@@ -133,8 +134,8 @@ class OpenSearchSink(SinkTask):
             hosts=[settings.url], timeout=timeout_s, max_retries=0, retry_on_timeout=False
         )
 
-    def index_for(self, item: Item) -> str:
-        return f"{self.index_prefix}{item.kind}s"
+    def index_for(self, kind: str) -> str:
+        return f"{self.index_prefix}{kind}s"
 
     # -- lifecycle
 
@@ -142,7 +143,7 @@ class OpenSearchSink(SinkTask):
         """Create (or update, additively) the templates and indices; idempotent."""
         try:
             for kind, mapping in MAPPINGS.items():
-                index = f"{self.index_prefix}{kind}s"
+                index = self.index_for(kind)
                 self.client.indices.put_index_template(
                     name=index,
                     body={
@@ -164,7 +165,7 @@ class OpenSearchSink(SinkTask):
             if exc.status_code in RETRY_STATUS:
                 raise TransientError(f"OpenSearch not ready: {exc}") from exc
             raise FatalError(f"cannot set up the OpenSearch indices: {exc}") from exc
-        log.info("opensearch sink ready: indices %s", ", ".join(f"{self.index_prefix}{k}s" for k in MAPPINGS))
+        log.info("opensearch sink ready: indices %s", ", ".join(map(self.index_for, MAPPINGS)))
 
     def _extend_mapping(self, index: str, mapping: dict[str, Any]) -> None:
         """Add the fields of a newer schema to an existing index (additive changes only)."""
@@ -184,9 +185,12 @@ class OpenSearchSink(SinkTask):
         # Kafka's committed offsets are the truth: replays are no-ops, so re-reading is harmless.
         return {}
 
+    def prepare(self, batch: Batch) -> None:
+        batch.prepared = self.payload(batch.items)
+
     def put(self, batch: Batch) -> list[Rejection]:
         refused: list[Rejection] = []
-        self._bulk(batch.items, refused)
+        self._bulk(batch.items, refused, batch.prepared)
         return refused
 
     def flush(self, batch: Batch) -> None:
@@ -194,22 +198,29 @@ class OpenSearchSink(SinkTask):
 
     # -- bulk
 
-    def _bulk(self, items: Sequence[Decoded], refused: list[Rejection]) -> None:
-        if not items:
-            return
+    def payload(self, items: Sequence[Decoded]) -> bytes:
+        """The `_bulk` body: per item an index action (id, external version) and the document."""
+        indices = {kind: json.dumps(self.index_for(kind)).encode() for kind in ITEM_TYPES}
         lines: list[bytes] = []
         for decoded in items:
-            action = {
-                "index": {
-                    "_index": self.index_for(decoded.item),
-                    "_id": decoded.item.key,
-                    "version": external_version(decoded.item.crawled_at, decoded.record.offset),
-                    "version_type": "external",
-                }
-            }
-            lines.append(json.dumps(action, separators=(",", ":")).encode())
+            item = decoded.item
+            lines.append(
+                ACTION
+                % (
+                    indices[item.kind],
+                    json.dumps(item.key).encode(),
+                    external_version(item.crawled_at, decoded.record.offset),
+                )
+            )
             lines.append(decoded.document())
-        payload = b"\n".join(lines) + b"\n"
+        lines.append(b"")
+        return b"\n".join(lines)
+
+    def _bulk(self, items: Sequence[Decoded], refused: list[Rejection], payload: bytes | None = None) -> None:
+        if not items:
+            return
+        if payload is None:
+            payload = self.payload(items)
         try:
             response = self.client.bulk(
                 body=payload, params={"filter_path": "errors,items.*.status,items.*.error"}

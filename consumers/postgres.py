@@ -306,17 +306,26 @@ class PostgresSink(SinkTask):
                 )
         return stored
 
+    @staticmethod
+    def encode(items: Sequence[Decoded]) -> dict[TableSpec, tuple[list[Decoded], str]]:
+        """Per table: its rows, and their COPY text."""
+        by_table: dict[TableSpec, list[Decoded]] = defaultdict(list)
+        for decoded in items:
+            by_table[TABLES[type(decoded.item)]].append(decoded)
+        return {spec: (rows, copy_text(spec, rows)) for spec, rows in by_table.items()}
+
+    def prepare(self, batch: Batch) -> None:
+        batch.prepared = self.encode(batch.items)
+
     def put(self, batch: Batch) -> list[Rejection]:
         conn = self._connection()
         refused: list[Rejection] = []
-        by_table: dict[TableSpec, list[Decoded]] = defaultdict(list)
-        for decoded in batch.items:
-            by_table[TABLES[type(decoded.item)]].append(decoded)
+        tables = batch.prepared if batch.prepared is not None else self.encode(batch.items)
         try:
             with conn.cursor() as cur:
                 self._staged = True
-                for spec, rows in by_table.items():
-                    if not self._copy_and_merge(cur, spec, rows):
+                for spec, (rows, data) in tables.items():
+                    if not self._copy_and_merge(cur, spec, data, len(rows)):
                         statement = Statement(spec, spec.upsert().as_string(conn), spec.template())
                         for chunk in rounds(rows):
                             self._upsert(cur, statement, chunk, refused)
@@ -324,11 +333,10 @@ class PostgresSink(SinkTask):
             raise self._fail(exc, "upsert") from exc
         return refused
 
-    def _copy_and_merge(self, cur: PgCursor, spec: TableSpec, rows: list[Decoded]) -> bool:
+    def _copy_and_merge(self, cur: PgCursor, spec: TableSpec, data: str, count: int) -> bool:
         """The fast path; False when PostgreSQL refused something in it (nothing of it stays)."""
         cur.execute("SAVEPOINT crawlstore_copy")
         try:
-            data = copy_text(spec, rows)
             # One read of the whole buffer: psycopg2 reads `size` chars per GIL acquisition, and
             # a writer thread that re-acquires the GIL per 8 KB chunk starves behind the decoder.
             cur.copy_expert(spec.copy(), io.StringIO(data), size=len(data) + 1)
@@ -338,7 +346,7 @@ class PostgresSink(SinkTask):
             log.info(
                 "%s: COPY of %d rows refused (%s); finding the rows one statement at a time",
                 spec.table,
-                len(rows),
+                count,
                 str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
             )
             return False

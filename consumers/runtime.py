@@ -256,6 +256,7 @@ class ConsumerRuntime:
             reason = self.policy.due(self.batch, now)
             if reason:
                 log.debug("batch of %d records due (%s)", len(self.batch), reason)
+                self._prepare()
                 if self._settle(patient=True):
                     self._submit()
             self._tick(now)
@@ -496,6 +497,20 @@ class ConsumerRuntime:
     # the next one (Python and the store work side by side). Strictly one in flight: a batch is
     # handed over only after the previous one is committed, so per-partition order, offsets and
     # the breaker stay sequential. Retries run on the main thread, which pauses and keeps polling.
+
+    def _prepare(self) -> None:
+        """Let the sink encode the due batch here, while the writer thread still writes the last one.
+
+        With one writer thread, everything the writer does that is not waiting for the store
+        delays the store; encoding on this thread overlaps it with the previous write.
+        """
+        if self.batch.prepared is not None or not self.batch.items:
+            return
+        try:
+            self.sink.prepare(self.batch)
+        except Exception:  # put() encodes by itself and reports what is wrong with the records
+            log.exception("%s: preparing a batch failed; put() encodes it instead", self.sink.name)
+            self.batch.prepared = None
 
     def _submit(self) -> None:
         """Hand the current batch to the writer thread (the previous one is settled)."""

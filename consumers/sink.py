@@ -1,6 +1,7 @@
 """The contract between the consumer runtime and a store, after Kafka Connect's SinkTask.
 
-Lifecycle: start → open(partitions) → [put(batch) → flush(batch)]* → close(partitions) → stop.
+Lifecycle: start → open(partitions) → [prepare(batch) → put(batch) → flush(batch)]* →
+close(partitions) → stop.
 As in Connect, put hands the batch to the store (staged in an open transaction or a temp file, or
 already durable when replays are no-ops) and flush makes it durable together with the batch's
 offsets; then the runtime commits those offsets to Kafka. Between put and flush the runtime
@@ -37,6 +38,14 @@ class SinkTask(ABC):
         `committed` are Kafka's committed offsets of the group; partitions missing from the result
         resume from there.
         """
+
+    def prepare(self, batch: Batch) -> None:
+        """Optionally encode the batch for the store ahead of put(), into `batch.prepared`.
+
+        Runs on the polling thread while the previous batch is still being written on the writer
+        thread, so it must not touch the store's connection. put() must work without it too.
+        """
+        return None  # optional hook: put() encodes by itself
 
     @abstractmethod
     def put(self, batch: Batch) -> list[Rejection]:

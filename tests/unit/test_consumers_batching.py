@@ -75,6 +75,17 @@ def test_dropping_a_revoked_partition_forgets_everything_of_it() -> None:
     assert batch.drop_partitions([TopicPartition("t", 7)]) == 0
 
 
+def test_dropping_records_discards_what_the_sink_prepared_of_them() -> None:
+    batch = Batch()
+    batch.add_item(decoded(0, 1), now=0)
+    batch.add_item(decoded(1, 3), now=0)
+    batch.prepared = b"encoded items of both partitions"
+    batch.drop_partitions([TopicPartition("t", 7)])
+    assert batch.prepared is not None  # nothing dropped, nothing to redo
+    batch.drop_partitions([TopicPartition("t", 1)])
+    assert batch.prepared is None  # put() encodes the remaining items again
+
+
 POLICY = BatchPolicy(max_records=3, max_bytes=1000, max_wait_s=5.0, idle_s=1.0)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -75,3 +76,42 @@ def test_upsert_has_the_stale_write_guard_and_quotes_identifiers() -> None:
     assert "Identifier('products')" in text
     assert PRODUCTS.template().count("%s") == len(PRODUCTS.all_columns)
     assert "%s::jsonb" in READINGS.template()
+
+
+def test_bulk_payload_is_an_action_and_a_document_per_item() -> None:
+    from consumers.opensearch import OpenSearchSink
+    from crawlstore.settings import OpenSearchSettings
+
+    sink = OpenSearchSink(OpenSearchSettings(url="http://127.0.0.1:1"), index_prefix="p-")
+    rows = [decoded("a:1.b-c_d", 3), decoded("b", 4, seconds=1)]
+    lines = sink.payload(rows).split(b"\n")
+    assert lines[-1] == b""  # _bulk wants a newline after the last line
+    actions = [json.loads(line) for line in lines[0:-1:2]]
+    assert actions == [
+        {
+            "index": {
+                "_index": "p-products",
+                "_id": d.item.key,
+                "version": external_version(d.item.crawled_at, d.record.offset),
+                "version_type": "external",
+            }
+        }
+        for d in rows
+    ]
+    assert [json.loads(line)["product_id"] for line in lines[1:-1:2]] == [d.item.key for d in rows]
+
+
+def test_postgres_encodes_each_table_once_as_copy_text() -> None:
+    from consumers.postgres import PostgresSink, copy_text
+
+    tricky = decoded("a", 1)
+    tricky = Decoded(tricky.record, tricky.item.model_copy(update={"name": "a\tb\\c\nd"}))
+    rows = [tricky, decoded("e", 2)]
+    tables = PostgresSink.encode(rows)
+    assert list(tables) == [PRODUCTS]
+    got_rows, text = tables[PRODUCTS]
+    assert got_rows == rows
+    assert text == copy_text(PRODUCTS, rows)
+    first = text.split("\n")[0].split("\t")
+    assert first[1] == "a\\tb\\\\c\\nd"  # the name, escaped, still one field
+    assert len(first) == len(PRODUCTS.all_columns)
