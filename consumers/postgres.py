@@ -324,34 +324,29 @@ class PostgresSink(SinkTask):
         try:
             with conn.cursor() as cur:
                 self._staged = True
-                for spec, (rows, data) in tables.items():
-                    if not self._copy_and_merge(cur, spec, data, len(rows)):
+                try:
+                    for spec, (_, data) in tables.items():
+                        # One read of the whole buffer: psycopg2 reads `size` chars per GIL
+                        # acquisition, and a writer thread that re-acquires the GIL per 8 KB chunk
+                        # starves behind the decoder.
+                        cur.copy_expert(spec.copy(), io.StringIO(data), size=len(data) + 1)
+                        cur.execute(spec.merge())  # staged once per transaction; commit empties it
+                except ROW_ERRORS as exc:
+                    # No savepoint on the fast path (a round trip per batch): the whole batch
+                    # goes again, one statement at a time, halving down to the refused rows.
+                    conn.rollback()
+                    log.info(
+                        "COPY of %d rows refused (%s); finding the rows one statement at a time",
+                        len(batch.items),
+                        str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                    )
+                    for spec, (rows, _) in tables.items():
                         statement = Statement(spec, spec.upsert().as_string(conn), spec.template())
                         for chunk in rounds(rows):
                             self._upsert(cur, statement, chunk, refused)
         except psycopg2.Error as exc:
             raise self._fail(exc, "upsert") from exc
         return refused
-
-    def _copy_and_merge(self, cur: PgCursor, spec: TableSpec, data: str, count: int) -> bool:
-        """The fast path; False when PostgreSQL refused something in it (nothing of it stays)."""
-        cur.execute("SAVEPOINT crawlstore_copy")
-        try:
-            # One read of the whole buffer: psycopg2 reads `size` chars per GIL acquisition, and
-            # a writer thread that re-acquires the GIL per 8 KB chunk starves behind the decoder.
-            cur.copy_expert(spec.copy(), io.StringIO(data), size=len(data) + 1)
-            cur.execute(spec.merge())  # each table is staged once per transaction; commit empties it
-        except ROW_ERRORS as exc:
-            cur.execute("ROLLBACK TO SAVEPOINT crawlstore_copy")
-            log.info(
-                "%s: COPY of %d rows refused (%s); finding the rows one statement at a time",
-                spec.table,
-                count,
-                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
-            )
-            return False
-        cur.execute("RELEASE SAVEPOINT crawlstore_copy")
-        return True
 
     def _upsert(
         self, cur: PgCursor, statement: Statement, rows: list[Decoded], refused: list[Rejection]
