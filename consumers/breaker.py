@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import copy
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Sequence
+from itertools import islice, repeat
 
 
 class DeadLetterBreaker:
@@ -41,8 +42,10 @@ class DeadLetterBreaker:
             )
         return None
 
-    def check(self, outcomes: Iterable[bool]) -> str | None:
+    def check(self, outcomes: Sequence[bool]) -> str | None:
         """Why recording these outcomes (True = dead-lettered) would trip the breaker, else None."""
+        if not any(outcomes):
+            return None  # good records only reset the run and lower the ratio
         probe = copy.copy(self)
         probe._recent = self._recent.copy()
         for dead in outcomes:
@@ -51,9 +54,19 @@ class DeadLetterBreaker:
                 return reason
         return None
 
-    def record(self, outcomes: Iterable[bool]) -> None:
-        for dead in outcomes:
-            self._add(dead)
+    def record(self, outcomes: Sequence[bool]) -> None:
+        if any(outcomes):
+            for dead in outcomes:
+                self._add(dead)
+            return
+        # The usual batch, without a dead letter: one step instead of one per record.
+        if not outcomes:
+            return
+        evicted = len(self._recent) + len(outcomes) - self.window
+        if evicted > 0:
+            self._dead_in_window -= sum(islice(self._recent, min(evicted, len(self._recent))))
+        self._recent.extend(repeat(False, len(outcomes)))
+        self._consecutive = 0
 
     @property
     def ratio(self) -> float:

@@ -85,3 +85,14 @@ def test_good_records_never_trip_the_breaker() -> None:
     breaker = DeadLetterBreaker(max_consecutive=1, max_ratio=0.01, window=10, min_records=1)
     breaker.record([True])
     assert breaker.check([False] * 100) is None
+
+
+def test_a_clean_batch_larger_than_the_window_clears_it() -> None:
+    breaker = DeadLetterBreaker(max_consecutive=3, max_ratio=0.5, window=10, min_records=5)
+    breaker.record([True, True, True, False, False])
+    breaker.record([False] * 7)  # two dead letters evicted, one left
+    assert breaker.ratio == 0.1
+    breaker.record([False] * 25)
+    assert breaker.ratio == 0.0 and len(breaker._recent) == 10
+    assert breaker.check([True] * 3) is None  # the run was reset by the good records
+    assert breaker.check([True] * 4) is not None
