@@ -5,9 +5,10 @@ Not a test: a measurement on the native stack. For N items of ~1 KB on a fresh 3
 - Kafka's own ceiling: `ConsumerPerformance` (the Java tool), and kafka-python polling alone;
 - per sink, `python -m consumers <sink>` as a real process with its default batching, timed from
   10% to 90% of the records written (start-up and the last partial batch left out);
-- the raw ceiling of the same store on the same rows/documents/lines: PostgreSQL COPY into a
-  table like `products`, OpenSearch `_bulk` from a plain client into an index with the same
-  mapping, and one large WebHDFS write; each run --rounds times, the median counts;
+- the raw ceiling of the same store on the same rows/documents/lines: PostgreSQL COPY into
+  `products` itself (deleted again before the consumer runs), OpenSearch `_bulk` from a plain
+  client into an index with the same mapping, and one large WebHDFS write;
+- --rounds times (default 3) on fresh data: a ceiling run, then the consumer; the median ratio counts;
 - the CPU each side costs per record (the whole machine's busy time from /proc/stat, and the
   consumer processes' own), and from it the best rate that CPU allows on this machine.
 
@@ -317,15 +318,12 @@ def timed(n: int, fn: Callable[[], None]) -> Measured:
     return Measured(n / (time.monotonic() - start), (busy_cpu_s() - cpu) / n * 1e6)
 
 
-def median_of(rounds: int, fn: Callable[[], Measured]) -> tuple[Measured, list[float]]:
-    """Run a ceiling measurement several times: the median run, and every rate seen."""
-    runs = sorted((fn() for _ in range(rounds)), key=lambda m: m.per_s)
-    return runs[len(runs) // 2], [m.per_s for m in runs]
-
-
 def pg_copy(decoded: list[Decoded], settings: PostgresSettings) -> Measured:
-    """COPY of the same rows (typed columns, raw JSON, lineage) into a table like `products`."""
-    table = f"bench_copy_{uuid.uuid4().hex[:8]}"
+    """COPY of the same rows (typed columns, raw JSON, lineage) into `products` itself.
+
+    The consumer then lands them into the same table, so both meet the same indexes and the same
+    existing rows; the copied rows are deleted (and vacuumed) before the consumer runs.
+    """
     buf = io.StringIO()
     for d in decoded:
         values = row_values(PRODUCTS, d)
@@ -339,22 +337,31 @@ def pg_copy(decoded: list[Decoded], settings: PostgresSettings) -> Measured:
     data = buf.getvalue()
     conn = psycopg2.connect(**settings.connect_kwargs())
     try:
-        with conn.cursor() as cur:
-            cur.execute(f"CREATE TABLE {table} (LIKE products INCLUDING ALL)")
-        conn.commit()
 
         def copy() -> None:
             with conn.cursor() as cur:
                 cur.copy_expert(
-                    f"COPY {table} ({', '.join(PRODUCTS.all_columns)}) FROM STDIN", io.StringIO(data)
+                    f"COPY {PRODUCTS.table} ({', '.join(PRODUCTS.all_columns)}) FROM STDIN", io.StringIO(data)
                 )
             conn.commit()
 
         return timed(len(decoded), copy)
     finally:
+        conn.close()
+        vacuum_products([d.item.key for d in decoded])
+
+
+def vacuum_products(keys: list[str]) -> None:
+    """Delete the benchmark's rows and vacuum, so the next run meets the table as before."""
+    conn = psycopg2.connect(**PostgresSettings().connect_kwargs())
+    try:
         with conn.cursor() as cur:
-            cur.execute(f"DROP TABLE IF EXISTS {table}")
+            cur.execute("DELETE FROM products WHERE product_id = ANY(%s)", (keys,))
         conn.commit()
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("VACUUM products")
+    finally:
         conn.close()
 
 
@@ -397,81 +404,80 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--sinks", default="postgres,opensearch,hdfs")
     parser.add_argument("--replicas", type=int, default=1, help="consumer processes per sink, one group")
-    parser.add_argument("--rounds", type=int, default=3, help="runs of each ceiling; the median counts")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of (ceiling, consumer) on fresh data; the median ratio counts",
+    )
     args = parser.parse_args()
     n, sinks = args.records, args.sinks.split(",")
     servers = KafkaSettings().bootstrap_servers
-    run = uuid.uuid4().hex[:8]
-    topic, prefix = f"bench.{run}", f"bench{run}-"
     admin = KafkaAdminClient(bootstrap_servers=servers)
-    admin.create_topics([NewTopic(topic, 3, 1), NewTopic(f"{topic}-dlq", 1, 1)])
-    index_prefix, hdfs_root = f"bench-{run}-", f"/bench/{run}/topics"
-    results: dict[str, tuple[Measured, Measured, str]] = {}
+    results: dict[str, list[tuple[Measured, Measured]]] = {sink: [] for sink in sinks}
+    poll: Measured | None = None
     try:
-        now = datetime.now(UTC)
-        items = [item(prefix, i, now) for i in range(n)]
-        t0 = time.monotonic()
-        records = produce(servers, topic, items)
-        size = sum(len(r.value or b"") for r in records) / n
-        elapsed = time.monotonic() - t0
-        print(f"{n} records of {size:.0f} bytes on {topic} (3 partitions), produced in {elapsed:.1f}s")
-        print(f"{CORES} cores; CPU per record = busy CPU time of the whole machine / records")
-        decoded = [Decoded(r, decode_item(r)) for r in records]
-        print(f"Kafka ConsumerPerformance (Java):  {kafka_perf_tool(servers, topic, n):>10,.0f} records/s")
-        poll = kafka_python_poll(servers, topic, n)
-        print(
-            f"kafka-python poll() only:          {poll.per_s:>10,.0f} records/s "
-            f"({poll.client_us:.0f} µs CPU/record in the client)"
-        )
-        rd = librdkafka_poll(servers, topic, n)
-        print(
-            f"confluent-kafka consume() only:    {rd.per_s:>10,.0f} records/s "
-            f"({rd.client_us:.0f} µs CPU/record in the client; for comparison, not used by the consumers)"
-        )
-        print(f"decode_item() only (one core):     {decode_only(records):>10,.0f} records/s")
-        for sink in sinks:
-            env: dict[str, str] = {}
-            if sink == "postgres":
-                how, ceiling_of = "PostgreSQL COPY", lambda: pg_copy(decoded, PostgresSettings())
-            elif sink == "opensearch":
-                how, ceiling_of = "OpenSearch _bulk", lambda: os_bulk(decoded, OpenSearchSettings())
-                env = {"CONSUMER_OPENSEARCH_INDEX_PREFIX": index_prefix}
-            else:
-                how, ceiling_of = "one WebHDFS write", lambda: hdfs_write(decoded, HdfsSettings())
-                # Files of n/5 records, so the 10%..90% window spans several flushes.
-                env = {"CONSUMER_HDFS_ROOT": hdfs_root, "CONSUMER_BATCH_MAX_RECORDS": str(max(1000, n // 5))}
-            ceiling, seen = median_of(args.rounds, ceiling_of)
-            rate = run_sink(sink, topic, n, env, args.replicas)
-            results[sink] = (rate, ceiling, how)
-            print(
-                f"{sink:<11} consumer {rate.per_s:>8,.0f}/s ({rate.machine_us:.0f} µs CPU/record, "
-                f"{rate.client_us or 0:.0f} in the consumer)   {how} {ceiling.per_s:>8,.0f}/s "
-                f"({ceiling.machine_us:.0f} µs CPU/record; runs {', '.join(f'{x:,.0f}' for x in seen)})   "
-                f"ratio {rate.per_s / ceiling.per_s:6.1%}"
-            )
+        for round_no in range(1, args.rounds + 1):
+            run = uuid.uuid4().hex[:8]
+            topic, prefix = f"bench.{run}", f"bench{run}-"
+            admin.create_topics([NewTopic(topic, 3, 1), NewTopic(f"{topic}-dlq", 1, 1)])
+            try:
+                now = datetime.now(UTC)
+                t0 = time.monotonic()
+                records = produce(servers, topic, [item(prefix, i, now) for i in range(n)])
+                size = sum(len(r.value or b"") for r in records) / n
+                elapsed = time.monotonic() - t0
+                print(
+                    f"round {round_no}: {n} records of {size:.0f} bytes on {topic} (3 partitions), "
+                    f"produced in {elapsed:.1f}s"
+                )
+                decoded = [Decoded(r, decode_item(r)) for r in records]
+                if poll is None:
+                    poll = compare_clients(servers, topic, n, records)
+                for sink in sinks:
+                    ceiling = ceiling_of(sink, decoded)
+                    rate = run_sink(sink, topic, n, sink_env(sink, run, n), args.replicas)
+                    results[sink].append((rate, ceiling))
+                    print(
+                        f"  {sink:<11} consumer {rate.per_s:>8,.0f}/s ({rate.machine_us:.0f} µs CPU/record, "
+                        f"{rate.client_us or 0:.0f} in the consumer)   "
+                        f"{CEILINGS[sink]} {ceiling.per_s:>8,.0f}/s "
+                        f"({ceiling.machine_us:.0f} µs CPU/record)   ratio {rate.per_s / ceiling.per_s:6.1%}"
+                    )
+            finally:
+                admin.delete_topics([topic, f"{topic}-dlq"])
+                cleanup(prefix, f"bench-{run}-", f"/bench/{run}")
     finally:
-        admin.delete_topics([topic, f"{topic}-dlq"])
         admin.close()
-        cleanup(prefix, index_prefix, f"/bench/{run}")
+    assert poll is not None
     print()
-    print(f"{n:,} records, {args.replicas} consumer process(es) per sink, ceilings: median of {args.rounds}")
     print(
-        f"{'sink':<11}{'consumer/s':>11}{'ceiling/s':>11}{'ratio':>7}"
-        f"{'CPU µs/rec':>12}{'of which':>10}{'ceiling':>9}{'CPU bound/s':>13}{'ratio':>7}"
+        f"{n:,} records, {args.replicas} consumer process(es) per sink; each sink's round with the median "
+        f"ratio of {args.rounds}"
+    )
+    print(
+        f"{'sink':<11}{'consumer/s':>11}{'ceiling/s':>11}{'ratio':>7}{'  ratios seen':<22}"
+        f"{'CPU µs/rec':>11}{'of which':>10}{'ceiling':>9}{'CPU bound/s':>13}{'ratio':>7}"
         f"{'poll bound':>12}  ceiling"
     )
-    for sink, (rate, ceiling, how) in results.items():
+    for sink, rounds in results.items():
+        ratios = sorted(rate.per_s / ceiling.per_s for rate, ceiling in rounds)
+        rate, ceiling = sorted(rounds, key=lambda rc: rc[0].per_s / rc[1].per_s)[len(rounds) // 2]
+        seen = "  " + ", ".join(f"{r:.0%}" for r in ratios)
         # If the store needs what it needs in the ceiling run and the consumer adds its own CPU,
         # the machine's cores cannot do more than this, however well the two overlap.
         bound = CORES * 1e6 / (ceiling.machine_us + (rate.client_us or 0))
         floor = CORES * 1e6 / (ceiling.machine_us + (poll.client_us or 0))
         print(
-            f"{sink:<11}{rate.per_s:>11,.0f}{ceiling.per_s:>11,.0f}{rate.per_s / ceiling.per_s:>7.0%}"
-            f"{rate.machine_us:>12.0f}{rate.client_us or 0:>10.0f}{ceiling.machine_us:>9.0f}"
+            f"{sink:<11}{rate.per_s:>11,.0f}{ceiling.per_s:>11,.0f}"
+            f"{rate.per_s / ceiling.per_s:>7.0%}{seen:<22}"
+            f"{rate.machine_us:>11.0f}{rate.client_us or 0:>10.0f}{ceiling.machine_us:>9.0f}"
             f"{min(bound, ceiling.per_s):>13,.0f}{min(bound, ceiling.per_s) / ceiling.per_s:>7.0%}"
-            f"{min(floor, ceiling.per_s) / ceiling.per_s:>12.0%}  {how}"
+            f"{min(floor, ceiling.per_s) / ceiling.per_s:>12.0%}  {CEILINGS[sink]}"
         )
     print(
+        "ratios seen: consumer / ceiling of each round "
+        "(a ceiling run, then the consumer, on the same fresh data).\n"
         "CPU µs/rec: whole machine during the consumer run, of which in the consumer process(es); "
         "ceiling: whole machine during the ceiling run.\n"
         "CPU bound: cores / (ceiling's CPU per record + the consumer's): the best any consumer using "
@@ -482,12 +488,57 @@ def main() -> int:
     return 0
 
 
+CEILINGS = {"postgres": "PostgreSQL COPY", "opensearch": "OpenSearch _bulk", "hdfs": "one WebHDFS write"}
+
+
+def ceiling_of(sink: str, decoded: list[Decoded]) -> Measured:
+    if sink == "postgres":
+        return pg_copy(decoded, PostgresSettings())
+    if sink == "opensearch":
+        return os_bulk(decoded, OpenSearchSettings())
+    return hdfs_write(decoded, HdfsSettings())
+
+
+def sink_env(sink: str, run: str, n: int) -> dict[str, str]:
+    """Where the consumer of one round writes: its own index prefix or HDFS root."""
+    if sink == "opensearch":
+        return {"CONSUMER_OPENSEARCH_INDEX_PREFIX": f"bench-{run}-"}
+    if sink == "hdfs":
+        # Files of n/5 records, so the 10%..90% window spans several flushes.
+        return {
+            "CONSUMER_HDFS_ROOT": f"/bench/{run}/topics",
+            "CONSUMER_BATCH_MAX_RECORDS": str(max(1000, n // 5)),
+        }
+    return {}
+
+
+def compare_clients(servers: str, topic: str, n: int, records: list[Record]) -> Measured:
+    """Kafka's own consumer, kafka-python and confluent-kafka alone, and decoding; returns kafka-python's."""
+    print(f"{CORES} cores; CPU per record = busy CPU time of the whole machine / records")
+    print(f"Kafka ConsumerPerformance (Java):  {kafka_perf_tool(servers, topic, n):>10,.0f} records/s")
+    poll = kafka_python_poll(servers, topic, n)
+    print(
+        f"kafka-python poll() only:          {poll.per_s:>10,.0f} records/s "
+        f"({poll.client_us:.0f} µs CPU/record in the client)"
+    )
+    rd = librdkafka_poll(servers, topic, n)
+    print(
+        f"confluent-kafka consume() only:    {rd.per_s:>10,.0f} records/s "
+        f"({rd.client_us:.0f} µs CPU/record in the client; for comparison, not used by the consumers)"
+    )
+    print(f"decode_item() only (one core):     {decode_only(records):>10,.0f} records/s")
+    return poll
+
+
 def cleanup(key_prefix: str, index_prefix: str, hdfs_dir: str) -> None:
     conn = psycopg2.connect(**PostgresSettings().connect_kwargs())
     with conn.cursor() as cur:
         cur.execute("DELETE FROM products WHERE product_id LIKE %s", (key_prefix + "%",))
         cur.execute("DELETE FROM kafka_offsets WHERE consumer_group LIKE 'bench-%%'")
     conn.commit()
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("VACUUM products")
     conn.close()
     url = OpenSearchSettings().url
     for kind in ("products", "readings"):

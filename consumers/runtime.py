@@ -493,8 +493,9 @@ class ConsumerRuntime:
 
     # ------------------------------------------------------------------ flushing
     #
-    # One batch at a time is written by the writer thread while the main thread polls and decodes
-    # the next one (Python and the store work side by side). Strictly one in flight: a batch is
+    # One batch at a time is written by the writer thread while the main thread polls, decodes
+    # and prepares (encodes for the store) the next one, so the writer mostly waits on the store
+    # and Python and the store work side by side. Strictly one in flight: a batch is
     # handed over only after the previous one is committed, so per-partition order, offsets and
     # the breaker stay sequential. Retries run on the main thread, which pauses and keeps polling.
 

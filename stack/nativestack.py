@@ -439,6 +439,17 @@ def pg_running() -> bool:
     return pg_ctl("status").returncode == 0
 
 
+# Server settings, passed on every start (docker-compose.yml's postgres command has the same).
+# PostgreSQL's defaults are sized for a small shared host: with max_wal_size=1GB the sinks' writes
+# forced a checkpoint, and full-page images of every page touched after it, every 30-60 s.
+PG_SETTINGS = {
+    "max_connections": "200",  # Airflow, the consumers and their replicas
+    "shared_buffers": "512MB",
+    "max_wal_size": "4GB",
+    "checkpoint_timeout": "15min",
+}
+
+
 def pg_start(env: dict[str, str]) -> None:
     bindir = pg_bin()
     assert bindir is not None
@@ -471,9 +482,10 @@ def pg_start(env: dict[str, str]) -> None:
         with (data / "postgresql.conf").open("a") as conf:
             conf.write(
                 f"\n# native stack\nlisten_addresses = '127.0.0.1'\nport = {env['POSTGRES_PORT']}\n"
-                f"unix_socket_directories = '{sock}'\nmax_connections = 200\n"
+                f"unix_socket_directories = '{sock}'\n"
             )
-    result = pg_ctl("start", "-w", "-t", "60", "-l", str(log))
+    options = " ".join(f"-c {name}={value}" for name, value in PG_SETTINGS.items())
+    result = pg_ctl("start", "-w", "-t", "60", "-l", str(log), "-o", options)
     if result.returncode != 0:
         raise StackError(f"postgres failed to start: {result.stderr.decode()}\nlog: {log}")
     pg_bootstrap(env)

@@ -541,6 +541,15 @@ def test_postgres_creates_airflows_database_owned_by_the_same_user(
     assert {"POSTGRES_DB", "POSTGRES_USER", "POSTGRES_PASSWORD"} <= set(raw_env(postgres))
 
 
+def test_postgres_runs_with_the_native_stacks_server_settings(
+    native: NativeStack, services: dict[str, dict[str, Any]]
+) -> None:
+    words = argv(services["postgres"]["command"])
+    assert words[0] == "postgres"
+    assert words[1::2] == ["-c"] * (len(words) // 2)
+    assert dict(w.split("=", 1) for w in words[2::2]) == native.module.PG_SETTINGS
+
+
 def test_images_pin_the_native_stacks_versions(services: dict[str, dict[str, Any]]) -> None:
     for name, service in services.items():
         if not uses_project_image(service):
