@@ -98,6 +98,7 @@ class Batch:
         if not self.arrivals:
             self.started_at = now
         self.last_added_at = now
+        self.prepared = None  # encoded without this record: put() must not use it
         self.size_bytes += record_size(record)
         self.arrivals.append(((record.topic, record.partition, record.offset), rejected))
 

@@ -86,6 +86,14 @@ def test_dropping_records_discards_what_the_sink_prepared_of_them() -> None:
     assert batch.prepared is None  # put() encodes the remaining items again
 
 
+def test_a_record_added_after_prepare_discards_what_was_prepared() -> None:
+    batch = Batch()
+    batch.add_item(decoded(0, 1), now=0)
+    batch.prepared = b"encoded first record"
+    batch.add_item(decoded(0, 2), now=0)
+    assert batch.prepared is None  # else put() would store one record and commit two
+
+
 POLICY = BatchPolicy(max_records=3, max_bytes=1000, max_wait_s=5.0, idle_s=1.0)
 
 
