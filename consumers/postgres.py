@@ -332,7 +332,7 @@ class PostgresSink(SinkTask):
                         cur.copy_expert(spec.copy(), io.StringIO(data), size=len(data) + 1)
                         cur.execute(spec.merge())  # staged once per transaction; commit empties it
                 except ROW_ERRORS as exc:
-                    # No savepoint on the fast path (a round trip per batch): the whole batch
+                    # No savepoint on the fast path (two round trips a batch): the whole batch
                     # goes again, one statement at a time, halving down to the refused rows.
                     conn.rollback()
                     log.info(
