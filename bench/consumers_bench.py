@@ -45,7 +45,7 @@ from opensearchpy import OpenSearch
 
 from consumers.batching import Decoded
 from consumers.opensearch import INDEX_SETTINGS, MAPPINGS
-from consumers.postgres import PRODUCTS, row_values
+from consumers.postgres import PRODUCTS, copy_text
 from consumers.webhdfs import WebHdfs
 from crawlstore.items import ProductItem
 from crawlstore.messages import Record, decode_item, encode_item
@@ -318,23 +318,14 @@ def timed(n: int, fn: Callable[[], None]) -> Measured:
     return Measured(n / (time.monotonic() - start), (busy_cpu_s() - cpu) / n * 1e6)
 
 
-def pg_copy(decoded: list[Decoded], settings: PostgresSettings) -> Measured:
+def pg_copy(decoded: list[Decoded], key_prefix: str) -> Measured:
     """COPY of the same rows (typed columns, raw JSON, lineage) into `products` itself.
 
     The consumer then lands them into the same table, so both meet the same indexes and the same
     existing rows; the copied rows are deleted (and vacuumed) before the consumer runs.
     """
-    buf = io.StringIO()
-    for d in decoded:
-        values = row_values(PRODUCTS, d)
-        buf.write(
-            "\t".join(
-                "\\N" if v is None else str(v).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
-                for v in values
-            )
-            + "\n"
-        )
-    data = buf.getvalue()
+    data = copy_text(PRODUCTS, decoded)  # the sink's own encoding, built before the clock starts
+    settings = PostgresSettings()
     conn = psycopg2.connect(**settings.connect_kwargs())
     try:
 
@@ -348,15 +339,16 @@ def pg_copy(decoded: list[Decoded], settings: PostgresSettings) -> Measured:
         return timed(len(decoded), copy)
     finally:
         conn.close()
-        vacuum_products([d.item.key for d in decoded])
+        clear_products(key_prefix)
 
 
-def vacuum_products(keys: list[str]) -> None:
-    """Delete the benchmark's rows and vacuum, so the next run meets the table as before."""
+def clear_products(key_prefix: str) -> None:
+    """Delete the benchmark's rows and its offsets, and vacuum, so the next run meets the table as before."""
     conn = psycopg2.connect(**PostgresSettings().connect_kwargs())
     try:
         with conn.cursor() as cur:
-            cur.execute("DELETE FROM products WHERE product_id = ANY(%s)", (keys,))
+            cur.execute("DELETE FROM products WHERE product_id LIKE %s", (key_prefix + "%",))
+            cur.execute("DELETE FROM kafka_offsets WHERE consumer_group LIKE 'bench-%%'")
         conn.commit()
         conn.autocommit = True
         with conn.cursor() as cur:
@@ -435,7 +427,7 @@ def main() -> int:
                 if poll is None:
                     poll = compare_clients(servers, topic, n, records)
                 for sink in sinks:
-                    ceiling = ceiling_of(sink, decoded)
+                    ceiling = ceiling_of(sink, decoded, prefix)
                     rate = run_sink(sink, topic, n, sink_env(sink, run, n), args.replicas)
                     results[sink].append((rate, ceiling))
                     print(
@@ -491,9 +483,9 @@ def main() -> int:
 CEILINGS = {"postgres": "PostgreSQL COPY", "opensearch": "OpenSearch _bulk", "hdfs": "one WebHDFS write"}
 
 
-def ceiling_of(sink: str, decoded: list[Decoded]) -> Measured:
+def ceiling_of(sink: str, decoded: list[Decoded], key_prefix: str) -> Measured:
     if sink == "postgres":
-        return pg_copy(decoded, PostgresSettings())
+        return pg_copy(decoded, key_prefix)
     if sink == "opensearch":
         return os_bulk(decoded, OpenSearchSettings())
     return hdfs_write(decoded, HdfsSettings())
@@ -531,15 +523,7 @@ def compare_clients(servers: str, topic: str, n: int, records: list[Record]) -> 
 
 
 def cleanup(key_prefix: str, index_prefix: str, hdfs_dir: str) -> None:
-    conn = psycopg2.connect(**PostgresSettings().connect_kwargs())
-    with conn.cursor() as cur:
-        cur.execute("DELETE FROM products WHERE product_id LIKE %s", (key_prefix + "%",))
-        cur.execute("DELETE FROM kafka_offsets WHERE consumer_group LIKE 'bench-%%'")
-    conn.commit()
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("VACUUM products")
-    conn.close()
+    clear_products(key_prefix)
     url = OpenSearchSettings().url
     for kind in ("products", "readings"):
         requests.delete(f"{url}/{index_prefix}{kind}", timeout=60)
