@@ -26,7 +26,7 @@ clean:         ## stop and delete the stack's data (keeps downloads)
 	$(STACK) clean
 
 demo: up       ## the main job end to end on the native stack
-	$(WITH_ENV) .venv/bin/python -m crawlstore.demo
+	$(WITH_ENV) .venv/bin/python -m demo
 
 test: up       ## every test (unit, DAG, integration, e2e) against the native stack
 	$(WITH_ENV) $(PYTEST) tests

@@ -728,7 +728,7 @@ def demo_site_start(env: dict[str, str]) -> None:
     port = env["DEMO_SITE_URL"].rsplit(":", 1)[1].strip("/")
     spawn(
         "demo-site",
-        [str(PY), "-m", "crawlstore.demosite", "serve", "--host", "127.0.0.1", "--port", port],
+        [str(PY), "-m", "demo.site", "serve", "--host", "127.0.0.1", "--port", port],
         env={**os.environ, **env},
     )
 

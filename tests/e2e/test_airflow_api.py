@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from crawlstore.airflow_api import AirflowApi
 from crawlstore.sources import SOURCES
+from demo.airflow_api import AirflowApi
 
 pytestmark = pytest.mark.e2e
 

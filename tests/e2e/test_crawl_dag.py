@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from crawlstore.demosite import expected_outcomes, label_of
 from crawlstore.dlq import failure_context
 from crawlstore.items import ProductItem, ReadingItem
 from crawlstore.messages import H_CONTENT_TYPE, H_RUN_ID, H_SCHEMA, H_SOURCE
+from demo.site import expected_outcomes, label_of
 
 pytestmark = pytest.mark.e2e
 

@@ -25,12 +25,12 @@ from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
 from consumers.errors import StoreRejected
-from crawlstore.airflow_api import AirflowApi, AirflowApiError
 from crawlstore.dlq import STAGE_SINK, dead_letter
 from crawlstore.items import ProductItem
 from crawlstore.messages import Record, encode_item
 from crawlstore.settings import PostgresSettings
 from crawlstore.topics import dlq_topic, parking_topic
+from demo.airflow_api import AirflowApi, AirflowApiError
 
 pytestmark = pytest.mark.e2e
 DAG = "dlq_replay"

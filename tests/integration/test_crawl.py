@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 
 from crawlstore.crawl import CrawlFailed, CrawlResult, run_crawl
-from crawlstore.demosite import (
+from crawlstore.items import item_type
+from crawlstore.sources import DEMO_SENSORS, DEMO_SHOP, with_start_url
+from demo.site import (
     DEMO_SINCE,
     DEMO_UNTIL,
     RunningSite,
@@ -28,8 +30,6 @@ from crawlstore.demosite import (
     readings,
     running,
 )
-from crawlstore.items import item_type
-from crawlstore.sources import DEMO_SENSORS, DEMO_SHOP, with_start_url
 
 pytestmark = pytest.mark.integration
 log = logging.getLogger(__name__)

@@ -622,7 +622,7 @@ def test_demo_site_serves_where_demo_site_url_points(
     assert argv(services["demo-site"]["command"]) == [
         "python",
         "-m",
-        "crawlstore.demosite",
+        "demo.site",
         "serve",
         "--host",
         "0.0.0.0",

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from protego import Protego
 
-from crawlstore.demosite import (
+from crawlstore.items import ProductItem, ReadingItem
+from demo.site import (
     DEMO_SINCE,
     DEMO_UNTIL,
     catalogue,
@@ -25,8 +26,7 @@ from crawlstore.demosite import (
     readings,
     render,
 )
-from crawlstore.demosite.pages import ROBOTS_TXT
-from crawlstore.items import ProductItem, ReadingItem
+from demo.site.pages import ROBOTS_TXT
 
 pytestmark = pytest.mark.unit
 
@@ -36,7 +36,7 @@ CRAWLED_AT = "2026-01-01T00:00:00+00:00"
 
 DIGEST_SCRIPT = """
 import hashlib
-from crawlstore.demosite import catalogue, render
+from demo.site import catalogue, render
 paths = ["/", "/robots.txt", "/api/readings?since=2025-06-14T07:00:00Z&until=2025-06-14T08:00:00Z"]
 paths += [f"/catalogue/page/{n}.html" for n in range(1, catalogue.page_count() + 1)]
 paths += [p.path for p in catalogue.products()]
@@ -229,7 +229,7 @@ def test_unknown_and_hostile_paths_are_not_found() -> None:
 
 @pytest.mark.parametrize("fixture", sorted(p.name for p in FIXTURES.iterdir()))
 def test_saved_fixture_pages_are_what_the_site_serves(fixture: str) -> None:
-    """Regenerate with `python -m crawlstore.demosite render PATH > tests/fixtures/pages/NAME`."""
+    """Regenerate with `python -m demo.site render PATH > tests/fixtures/pages/NAME`."""
     if fixture.startswith("listing_page_"):
         path = f"/catalogue/page/{fixture.removeprefix('listing_page_').removesuffix('.html')}.html"
     elif fixture.startswith("product_"):

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from crawlstore.demosite import catalogue, sensors
 from crawlstore.items import item_type
+from demo.site import catalogue, sensors
 
 
 @dataclass(frozen=True)

@@ -3,17 +3,17 @@
 Deterministic: the same request gets the same bytes on every run. A declared set of broken
 and hostile items is mixed in; `expected_outcomes()` says what validation should make of them.
 
-    python -m crawlstore.demosite serve --host 127.0.0.1 --port 8000
+    python -m demo.site serve --host 127.0.0.1 --port 8000
 
     with running() as site:          # in-process, on a free port
         crawl(site.url + "/catalogue/page/1.html")
 """
 
-from crawlstore.demosite.catalogue import DemoProduct, products
-from crawlstore.demosite.manifest import Outcomes, expected_outcomes, failing_fields, label_of
-from crawlstore.demosite.pages import render
-from crawlstore.demosite.sensors import DEMO_SINCE, DEMO_UNTIL, DemoReading, readings
-from crawlstore.demosite.server import RunningSite, make_server, running, serve
+from demo.site.catalogue import DemoProduct, products
+from demo.site.manifest import Outcomes, expected_outcomes, failing_fields, label_of
+from demo.site.pages import render
+from demo.site.sensors import DEMO_SINCE, DEMO_UNTIL, DemoReading, readings
+from demo.site.server import RunningSite, make_server, running, serve
 
 __all__ = [
     "DEMO_SINCE",

@@ -1,4 +1,4 @@
-"""`python -m crawlstore.demosite serve --host 127.0.0.1 --port 8000`, or `render PATH` to print
+"""`python -m demo.site serve --host 127.0.0.1 --port 8000`, or `render PATH` to print
 one response body (how tests/fixtures/pages/ were saved)."""
 
 from __future__ import annotations
@@ -7,12 +7,12 @@ import argparse
 import logging
 import sys
 
-from crawlstore.demosite.pages import render
-from crawlstore.demosite.server import serve
+from demo.site.pages import render
+from demo.site.server import serve
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m crawlstore.demosite", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m demo.site", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="serve the demo site until interrupted")
     serve_cmd.add_argument("--host", default="127.0.0.1")

@@ -19,15 +19,16 @@ import psycopg2
 import requests
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-from crawlstore.airflow_api import AirflowApi
+from consumers.settings import ConsumerSettings
+from crawlstore.connectors import CONSUMER_GROUPS
 from crawlstore.dlq import failure_context
 from crawlstore.settings import HdfsSettings, KafkaSettings, OpenSearchSettings, PostgresSettings
 from crawlstore.sources import SOURCES
 from crawlstore.topics import PIPELINE_TOPICS, dlq_topic, parking_topic
+from demo.airflow_api import AirflowApi
 
-log = logging.getLogger("crawlstore.demo")
-GROUPS = ("crawlstore-postgres", "crawlstore-opensearch", "crawlstore-hdfs")
-HDFS_ROOT = "/crawlstore/topics"
+log = logging.getLogger("demo")
+HDFS_ROOT: str = ConsumerSettings.model_fields["hdfs_root"].default  # where the HDFS sink commits by default
 
 
 def group_lag(kafka: KafkaSettings) -> dict[str, int]:
@@ -40,7 +41,7 @@ def group_lag(kafka: KafkaSettings) -> dict[str, int]:
         ]
         end = consumer.end_offsets(partitions)
         lag = {}
-        for group in GROUPS:
+        for group in CONSUMER_GROUPS:
             committed = admin.list_group_offsets(group).get(group, {})
             lag[group] = sum(end[tp] - (committed[tp].offset if tp in committed else 0) for tp in partitions)
         return lag
@@ -176,7 +177,7 @@ Replay           docs/replay.md""")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m crawlstore.demo",
+        prog="python -m demo",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

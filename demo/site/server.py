@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from crawlstore.demosite.pages import render
+from demo.site.pages import render
 
 logger = logging.getLogger(__name__)
 

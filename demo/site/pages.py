@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 from html import escape
 from urllib.parse import parse_qs, urlsplit
 
-from crawlstore.demosite import catalogue, sensors
-from crawlstore.demosite.catalogue import DemoProduct
+from demo.site import catalogue, sensors
+from demo.site.catalogue import DemoProduct
 
 HTML = "text/html; charset=utf-8"
 JSON = "application/json; charset=utf-8"
