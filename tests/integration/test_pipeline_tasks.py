@@ -8,7 +8,7 @@ import pytest
 
 from crawlstore import pipeline
 from crawlstore.crawl import CrawlFailed
-from crawlstore.publish import PublishFailed
+from crawlstore.producer import PublishFailed
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,8 @@ from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.admin import NewTopic
 
 from crawlstore.messages import OutgoingRecord
-from crawlstore.publish import PipelineProducerHook, PublishFailed, check_topics, produce_all
+from crawlstore.producer import PublishFailed, check_topics, produce_all
+from crawlstore.publish import PipelineProducerHook
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,6 @@ from crawlstore.settings import PipelineSettings
 from crawlstore.sources import Source, get_source
 
 log = logging.getLogger(__name__)
-KAFKA_CONN_ID = "kafka_default"
 
 
 def run_dir(source: Source, run_id: str) -> Path:
@@ -61,6 +60,7 @@ def crawl(
 
 def validate(source_name: str, run_id: str, crawled: dict[str, Any]) -> dict[str, Any]:
     """Check every item against its schema; invalid ones go to `<topic>-dlq` with the reason."""
+    from crawlstore.connectors import VALIDATE
     from crawlstore.dlq import STAGE_VALIDATE, dead_letter
     from crawlstore.items import item_type, to_json_dict
     from crawlstore.messages import (
@@ -72,7 +72,8 @@ def validate(source_name: str, run_id: str, crawled: dict[str, Any]) -> dict[str
         Record,
         RecordRejected,
     )
-    from crawlstore.publish import PipelineProducerHook, check_topics, produce_all
+    from crawlstore.producer import check_topics, produce_all
+    from crawlstore.publish import connection_producer
     from crawlstore.topics import dlq_topic
     from crawlstore.validate import validate_file
 
@@ -102,7 +103,7 @@ def validate(source_name: str, run_id: str, crawled: dict[str, Any]) -> dict[str
 
     dead_lettered = 0
     if invalid:
-        producer = PipelineProducerHook(kafka_config_id=KAFKA_CONN_ID).get_producer()
+        producer = connection_producer()
         check_topics(producer, [dlq_topic(source.topic)])
         headers = [
             (H_CONTENT_TYPE, CONTENT_TYPE.encode()),
@@ -122,7 +123,7 @@ def validate(source_name: str, run_id: str, crawled: dict[str, Any]) -> dict[str
                     int(bad.crawled_at.timestamp() * 1000) if bad.crawled_at else now_ms,
                     tuple(headers),
                 ),
-                connector="validate",
+                connector=VALIDATE,
                 stage=STAGE_VALIDATE,
                 error=RecordRejected(bad.kinds[0], f"line {bad.line_no}: {bad.message}"),
             )
@@ -143,11 +144,12 @@ def publish_kafka(source_name: str, run_id: str, validated: dict[str, Any]) -> d
     """Publish the valid items (key = natural id) and fail if any delivery fails."""
     from crawlstore.items import item_type
     from crawlstore.messages import encode_item
-    from crawlstore.publish import PipelineProducerHook, check_topics, produce_all
+    from crawlstore.producer import check_topics, produce_all
+    from crawlstore.publish import connection_producer
 
     source = get_source(source_name)
     model = item_type(source.kind)
-    producer = PipelineProducerHook(kafka_config_id=KAFKA_CONN_ID).get_producer()
+    producer = connection_producer()
     check_topics(producer, [source.topic])
     with Path(validated["valid_path"]).open(encoding="utf-8") as lines:
         records = (encode_item(model.model_validate_json(line), source.topic, run_id) for line in lines)
