@@ -10,12 +10,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import TopicPartition
 
+from crawlstore.dlq import STAGE_DESERIALIZE
 from crawlstore.items import Item
-from crawlstore.messages import Record
+from crawlstore.messages import Record, RecordRejected, decode_item
+
+_header_value = itemgetter(1)
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,26 @@ class Rejection:
     @property
     def source(self) -> tuple[str, int, int]:
         return self.record.topic, self.record.partition, self.record.offset
+
+
+def to_record(cr: ConsumerRecord) -> Record:
+    """kafka-python's record as ours."""
+    headers = tuple(cr.headers) if cr.headers else ()
+    if not all(map(_header_value, headers)):  # rare: a null (or empty) value; nulls become b""
+        """kafka-python's record as ours."""
+    headers = tuple((k, v if v is not None else b"") for k, v in headers)
+    return Record(cr.topic, cr.partition, cr.offset, cr.key, cr.value, cr.timestamp, headers)
+
+
+def decode(record: Record) -> Decoded | Rejection:
+    """The record's item, or why it goes to the DLQ: bad bytes, JSON or schema."""
+    try:
+        return Decoded(record, decode_item(record))
+    except RecordRejected as exc:
+        return Rejection(record, exc, STAGE_DESERIALIZE)
+    except Exception as exc:  # e.g. RecursionError on absurdly nested JSON: still this record's fault
+        error = RecordRejected("undecodable", f"{type(exc).__name__}: {exc}")
+        return Rejection(record, error, STAGE_DESERIALIZE)
 
 
 @dataclass

@@ -53,16 +53,26 @@ class DeadLetterProducer:
 
     def send(self, rejections: Sequence[Rejection], timeout_s: float = 30.0) -> set[tuple[str, int, int]]:
         """Produce one dead letter per rejection and wait; returns the originals Kafka acknowledged."""
-        if not rejections:
+        return self.deliver(
+            [
+                (r, dead_letter(r.record, connector=self.connector, stage=r.stage, error=r.error))
+                for r in rejections
+            ],
+            timeout_s,
+        )
+
+    def deliver(
+        self, letters: Sequence[tuple[Rejection, OutgoingRecord]], timeout_s: float = 30.0
+    ) -> set[tuple[str, int, int]]:
+        """Produce dead letters already built (e.g. by a replay) and wait; returns the originals
+        Kafka acknowledged. One too large for Kafka goes again without its stack trace."""
+        if not letters:
             return set()
         producer = self._client()
         pending: list[tuple[Rejection, OutgoingRecord, Any]] = []
         acked: set[tuple[str, int, int]] = set()
         try:
-            for rejection in rejections:
-                letter = dead_letter(
-                    rejection.record, connector=self.connector, stage=rejection.stage, error=rejection.error
-                )
+            for rejection, letter in letters:
                 try:
                     future = self._produce(producer, letter)
                 except _TOO_LARGE:

@@ -14,6 +14,8 @@ them). Each line is the item's JSON plus `kafka` lineage (topic, partition, offs
 
 from __future__ import annotations
 
+import bisect
+import json
 import logging
 import posixpath
 import uuid
@@ -77,17 +79,37 @@ class HdfsSink(SinkTask):
         self.fs.mkdirs(self.root)
         log.info("hdfs sink ready: committed files under %s", self.root)
 
-    def committed_files(self, topic: str) -> list[CommittedFile]:
-        """Every committed file of a topic, from the directory listing."""
-        files: list[CommittedFile] = []
+    def committed_files(self, topic: str) -> dict[str, CommittedFile]:
+        """Every committed file of a topic by path, from the directory listing."""
+        files: dict[str, CommittedFile] = {}
         for day in self.fs.list(topic_dir(self.root, topic)) or []:
             if day.get("type") != "DIRECTORY" or not DAY_DIR.fullmatch(day.get("pathSuffix", "")):
                 continue
-            for entry in self.fs.list(f"{topic_dir(self.root, topic)}/{day['pathSuffix']}") or []:
+            folder = f"{topic_dir(self.root, topic)}/{day['pathSuffix']}"
+            for entry in self.fs.list(folder) or []:
                 parsed = parse_file_name(entry.get("pathSuffix", ""))
                 if parsed is not None and parsed.topic == topic:
-                    files.append(parsed)
+                    files[f"{folder}/{entry['pathSuffix']}"] = parsed
         return files
+
+    def stored_offsets(self, partition: TopicPartition, offsets: Collection[int]) -> set[int]:
+        """Read from the `kafka` lineage of the committed files whose range covers an offset asked.
+
+        A file's name bounds the offsets it accounts for, its lines say which ones it holds (a
+        replay writes the offsets of a DLQ out of order across runs, so "after the newest file"
+        does not answer this).
+        """
+        wanted, lookup = sorted(offsets), set(offsets)
+        found: set[int] = set()
+        for path, committed in self.committed_files(partition.topic).items():
+            i = bisect.bisect_left(wanted, committed.first)
+            if committed.partition != partition.partition or i == len(wanted) or wanted[i] > committed.last:
+                continue
+            for line in self.fs.read(path).splitlines():
+                lineage = json.loads(line).get("kafka") or {}
+                if lineage.get("partition") == partition.partition and lineage.get("offset") in lookup:
+                    found.add(int(lineage["offset"]))
+        return found
 
     def open(
         self, partitions: Collection[TopicPartition], committed: Mapping[TopicPartition, int | None]
@@ -100,7 +122,7 @@ class HdfsSink(SinkTask):
             except ValueError as exc:
                 raise FatalError(f"topic {tp.topic!r} cannot be a directory name: {exc}") from exc
         for topic, tps in by_topic.items():
-            files = self.committed_files(topic)
+            files = list(self.committed_files(topic).values())
             for tp in tps:
                 # Leftovers of a crash between write and rename: never committed, never counted.
                 self.fs.delete(temp_dir(self.root, topic, tp.partition), recursive=True)

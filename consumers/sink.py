@@ -6,7 +6,7 @@ As in Connect, put hands the batch to the store (staged in an open transaction o
 already durable when replays are no-ops) and flush makes it durable together with the batch's
 offsets; then the runtime commits those offsets to Kafka. Between put and flush the runtime
 produces the batch's dead letters, so offsets never move past a record that is neither stored nor
-dead-lettered.
+dead-lettered. How each store lands a record exactly once: docs/architecture.md#exactly-once-per-sink.
 
 Errors: raise TransientError to be retried (the runtime calls abort() first), return per-record
 rejections from put() for records the store refused, raise FatalError to stop.
@@ -58,6 +58,14 @@ class SinkTask(ABC):
     def abort(self) -> None:
         """Drop whatever put() staged (after an error, before a retry)."""
         return None  # optional hook: nothing to do by default
+
+    def stored_offsets(self, partition: TopicPartition, offsets: Collection[int]) -> set[int]:
+        """Which of these offsets of `partition` the store already holds, written by anyone.
+
+        Only a store where writing a record twice leaves two copies needs to say (a replay asks
+        before writing dead letters back); where a rewrite is a no-op the answer is "none".
+        """
+        return set()
 
     def close(self, partitions: Collection[TopicPartition]) -> None:
         """Give partitions up (rebalance or shutdown); nothing of them is staged any more."""

@@ -1,6 +1,6 @@
-"""A small WebHDFS client (requests): create, rename, mkdirs, list, delete.
+"""A small WebHDFS client (requests): create, read, rename, mkdirs, list, delete.
 
-CREATE is two steps: the NameNode answers 307 with the DataNode's address, the data goes there.
+CREATE and OPEN are two steps: the NameNode answers 307 with the DataNode's address, the data goes there.
 The redirect names the DataNode as the NameNode knows it (127.0.0.1:9864 on the native stack, a
 container name in docker); `datanode_url` replaces it when the client sees the DataNode elsewhere.
 Errors are classified for the runtime: unreachable/busy → TransientError, refused → FatalError.
@@ -89,21 +89,32 @@ class WebHdfs:
             return FatalError(message)
         return TransientError(message)
 
-    def create(self, path: str, data: bytes) -> None:
-        first = self._call("PUT", path, "CREATE", ok=(307,), overwrite="true")
-        location = first.headers.get("Location", "")
+    def _datanode_location(self, redirect: requests.Response) -> str:
+        location = redirect.headers.get("Location", "")
         if self.datanode is not None:
             parts = urlsplit(location)
             location = urlunsplit((self.datanode.scheme, self.datanode.netloc, parts.path, parts.query, ""))
+        return location
+
+    def create(self, path: str, data: bytes) -> None:
+        first = self._call("PUT", path, "CREATE", ok=(307,), overwrite="true")
         second = self._request(
             "PUT",
-            location,
+            self._datanode_location(first),
             f"CREATE {path} (DataNode)",
             data=data,
             headers={"Content-Type": "application/octet-stream"},
         )
         if second.status_code != 201:
             raise self._error(second, f"CREATE {path} (DataNode)")
+
+    def read(self, path: str) -> bytes:
+        """A file's whole content."""
+        first = self._call("GET", path, "OPEN", ok=(307,))
+        second = self._request("GET", self._datanode_location(first), f"OPEN {path} (DataNode)")
+        if second.status_code != 200:
+            raise self._error(second, f"OPEN {path} (DataNode)")
+        return bytes(second.content)
 
     def rename(self, source: str, destination: str) -> bool:
         self._url(destination)  # validates

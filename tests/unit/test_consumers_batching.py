@@ -10,8 +10,7 @@ import pytest
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import TopicPartition
 
-from consumers.batching import Batch, BatchPolicy, Decoded, Rejection
-from consumers.runtime import to_record
+from consumers.batching import Batch, BatchPolicy, Decoded, Rejection, to_record
 from crawlstore.dlq import STAGE_DESERIALIZE, STAGE_SINK
 from crawlstore.items import ProductItem, to_json_dict
 from crawlstore.messages import Record, RecordRejected
