@@ -10,8 +10,9 @@ import sys
 from pydantic import ValidationError
 
 from consumers.runtime import EXIT_CONFIG, ConsumerRuntime
-from consumers.settings import SINK_DEFAULTS, SINKS, ConsumerSettings, RuntimeConfig, resolve
+from consumers.settings import SINK_DEFAULTS, ConsumerSettings, RuntimeConfig, resolve
 from consumers.sink import SinkTask
+from crawlstore.connectors import SINKS
 from crawlstore.settings import KafkaSettings
 
 log = logging.getLogger("consumers")

@@ -14,10 +14,9 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumers.hdfs_files import safe_root
+from crawlstore.connectors import consumer_group
 from crawlstore.topics import DLQ_SUFFIX, PIPELINE_TOPICS, dlq_topic
 
-SinkName = Literal["postgres", "opensearch", "hdfs"]
-SINKS: tuple[SinkName, ...] = ("postgres", "opensearch", "hdfs")
 # Pipeline topics only: `-` is not in the class, so no `<topic>-dlq` ever matches.
 DEFAULT_TOPIC_PATTERN = r"^crawl\.[a-z_]+$"
 MIB = 1024 * 1024
@@ -140,7 +139,7 @@ def resolve(sink: str, settings: ConsumerSettings) -> RuntimeConfig:
     pattern = None if topics else (settings.topic_pattern or DEFAULT_TOPIC_PATTERN)
     return RuntimeConfig(
         sink=sink,
-        group=settings.group or f"crawlstore-{sink}",
+        group=settings.group or consumer_group(sink),
         topics=topics,
         topic_pattern=pattern,
         batch_max_records=settings.batch_max_records or defaults.batch_max_records,
