@@ -6,7 +6,7 @@ falls in their data interval, so `airflow backfill create --dag-id dlq_replay --
 select (no time bound unless `failed_from`/`failed_to` are set). `dry_run` only reports what
 would be replayed. Every DLQ record is handled once (ledger table `dlq_replays`); one that fails
 again returns to the DLQ with its replay count increased, or to `<topic>-dlq-parking` once the
-count reaches `max_replays`. Details: docs/replay.md. The engine is consumers.replay.
+count reaches `max_replays`. Details: docs/replay.md. The engine is the consumers.replay package.
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ from typing import Any
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
+from consumers.replay.request import PARAMS
 from crawlstore.topics import PIPELINE_TOPICS
-
-NULLABLE_STRING = ["null", "string"]
-NULLABLE_INTEGER = ["null", "integer"]
 
 
 @dag(
@@ -32,68 +30,8 @@ NULLABLE_INTEGER = ["null", "integer"]
     max_active_runs=1,
     tags=["dlq", "replay", *PIPELINE_TOPICS],
     default_args={"retries": 2, "retry_delay": timedelta(seconds=30), "retry_exponential_backoff": True},
-    params={
-        "topic": Param(
-            None,
-            type=NULLABLE_STRING,
-            examples=list(PIPELINE_TOPICS),
-            description="Pipeline topic whose `-dlq` to replay (empty: every pipeline topic)",
-        ),
-        "sink": Param(
-            None,
-            type=NULLABLE_STRING,
-            enum=[None, "postgres", "opensearch", "hdfs", "validate"],
-            description="Only records that failed in this sink, or in the crawl DAG's validation",
-        ),
-        "error_class": Param(
-            None,
-            type=NULLABLE_STRING,
-            description="Exception class, its short name or the error kind; wildcards work "
-            "(e.g. StoreRejected, postgres_23*, schema_violation)",
-        ),
-        "failed_from": Param(
-            None,
-            type=NULLABLE_STRING,
-            format="date-time",
-            description="Failure time from (inclusive). Empty on a manual run: no lower bound; "
-            "scheduled and backfill runs use their data interval",
-        ),
-        "failed_to": Param(
-            None, type=NULLABLE_STRING, format="date-time", description="Failure time to (exclusive)"
-        ),
-        "offset_from": Param(None, type=NULLABLE_INTEGER, minimum=0, description="First DLQ offset"),
-        "offset_to": Param(None, type=NULLABLE_INTEGER, minimum=0, description="Last DLQ offset (inclusive)"),
-        "max_records": Param(
-            None,
-            type=NULLABLE_INTEGER,
-            minimum=1,
-            description="Replay at most this many records (empty: all)",
-        ),
-        "rate_limit": Param(
-            None,
-            type=["null", "number"],
-            exclusiveMinimum=0,
-            description="Records per second at most (empty: as fast as the stores take them)",
-        ),
-        "dry_run": Param(
-            False,
-            type="boolean",
-            description="Change nothing; report what would be replayed, by sink and error class",
-        ),
-        "target": Param(
-            "sink",
-            type="string",
-            enum=["sink", "topic"],
-            description="sink: only the sink that failed (the others stored the record already); "
-            "topic: back onto the original topic, every sink sees it again",
-        ),
-        "max_replays": Param(
-            3,
-            type="integer",
-            minimum=1,
-            description="A record that failed this many replays goes to <topic>-dlq-parking",
-        ),
-    },
+    # Generated from the fields of ReplayRequest, like the CLI's options (python -m consumers.replay).
+    params={p.name: Param(p.param_default, **p.param_kwargs()) for p in PARAMS},
     doc_md=__doc__,
 )
 def dlq_replay() -> None:
@@ -108,8 +46,9 @@ def dlq_replay() -> None:
         """Replay the run's dead letters; the log shows progress and the summary, the XCom the counts."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        from consumers.replay import replay as replay_dlq
-        from consumers.replay import request_from_params, stop_on_sigterm
+        from consumers.replay.request import request_from_params
+        from consumers.replay.run import replay as replay_dlq
+        from consumers.replay.run import stop_on_sigterm
 
         try:
             request = request_from_params(

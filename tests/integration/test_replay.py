@@ -30,7 +30,8 @@ from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.structs import TopicPartition
 
 from consumers.errors import StoreRejected
-from consumers.replay import GROUP_PREFIX, ReplayRequest, replay
+from consumers.replay.request import GROUP_PREFIX, ReplayRequest
+from consumers.replay.run import replay
 from crawlstore.dlq import (
     H_ATTEMPTS,
     H_CONNECTOR,

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from consumers.replay import RateLimiter, ReplayRequest, request_from_params
+from consumers.replay.reader import RateLimiter
+from consumers.replay.request import ReplayRequest, request_from_params
 from crawlstore.topics import PIPELINE_TOPICS
 
 pytestmark = pytest.mark.unit
