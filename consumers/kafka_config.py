@@ -32,7 +32,7 @@ def consumer_config(kafka: KafkaSettings, config: RuntimeConfig) -> dict[str, An
         "session_timeout_ms": s.session_timeout_ms,
         "heartbeat_interval_ms": max(1000, s.session_timeout_ms // 5),
         "max_partition_fetch_bytes": 4 * 1024 * 1024,
-        # Topics are created explicitly (DESIGN.md); never by a consumer's metadata request.
+        # Topics are created explicitly (docs/architecture.md#topics); never by a consumer's metadata request.
         "allow_auto_create_topics": False,
         # Skip records of aborted producer transactions, should a publisher use them.
         "isolation_level": "read_committed",

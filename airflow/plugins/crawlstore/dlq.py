@@ -2,7 +2,8 @@
 
 A DLQ record of topic `T` goes to `T-dlq` with the original key, value, timestamp and headers,
 plus Kafka Connect's error context headers (`__connect.errors.*`, understood by Kafka UIs) and
-our own: when it first failed, when it failed this time, how often, how often it was replayed.
+our own: when it first failed, when it failed this time, how often, how often it was replayed
+(docs/architecture.md#dead-letters).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The Kafka message contract (DESIGN.md): key = natural id, value = UTF-8 JSON of the item,
-timestamp = crawl time, headers describe the item. Producers and consumers both use this module."""
+"""The Kafka message contract: key = natural id, value = UTF-8 JSON of the item, timestamp = crawl
+time, headers describe the item (docs/architecture.md#the-message). Producers and consumers both
+use this module."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The pipeline's topics. A topic `T` has its dead-letter twin `T-dlq` (DESIGN.md)."""
+"""The pipeline's topics. A topic `T` has its dead-letter twin `T-dlq` (docs/architecture.md#topics)."""
 
 from __future__ import annotations
 
