@@ -306,7 +306,7 @@ class _Run:
                 last = letter.context.replay_count + 1 >= self.request.max_replays
                 self.summary.count(letter, PARKED if last else FAILED_AGAIN)
                 continue
-            self.summary.count(letter, REPUBLISHED if letter.action == VALIDATE else REPLAYED)
+            self.summary.count(letter, REPUBLISHED if letter.action == "validate" else REPLAYED)
 
     def _handle(self, origin: str, tp: TopicPartition, letters: list[Letter]) -> None:
         outcomes: dict[int, str] = {}
@@ -366,6 +366,7 @@ class _Run:
                 r.source: self._again(by_offset[r.record.offset], connector, r.stage, r.error)
                 for r in rejections
             }
+            acked: set[tuple[str, int, int]] = set()
             try:
                 acked = self.dead_letter([(r, again[r.source][0]) for r in rejections])
             except DeliveryFailed as exc:

@@ -39,6 +39,24 @@ def test_one_crawl_dag_per_source(dagbag: Any) -> None:
         assert "max_pages" in dag.params
 
 
+def test_the_replay_dag_offers_every_field_of_the_replay_request_as_a_param(dagbag: Any) -> None:
+    from consumers.replay.request import ReplayRequest
+
+    params = dagbag.dags["dlq_replay"].params
+    assert set(params) == {
+        "topic", "sink", "error_class", "failed_from", "failed_to", "offset_from", "offset_to",
+        "max_records", "rate_limit", "dry_run", "target", "max_replays",
+    }  # fmt: skip
+    defaults = {name: params[name] for name in params}
+    assert (defaults["topic"], defaults["target"], defaults["max_replays"], defaults["dry_run"]) == (
+        None,
+        ReplayRequest.target,
+        ReplayRequest.max_replays,
+        False,
+    )
+    assert params.get_param("sink").schema["enum"] == [None, "postgres", "opensearch", "hdfs", "validate"]
+
+
 def test_every_dag_has_tags_and_retries(dagbag: Any) -> None:
     for dag_id, dag in dagbag.dags.items():
         assert dag.tags, f"{dag_id} has no tags"
@@ -78,7 +96,7 @@ def test_parsing_does_no_io_and_no_connection_lookup(monkeypatch: pytest.MonkeyP
 
     sys.addaudithook(hook)
     # Modules imported by the DAG files are imported afresh, so their import-time code runs under the hook.
-    for name in [m for m in sys.modules if m.startswith("crawlstore")]:
+    for name in [m for m in sys.modules if m.startswith(("crawlstore", "consumers"))]:
         monkeypatch.delitem(sys.modules, name)
     watching["on"] = True
     try:

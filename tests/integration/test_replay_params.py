@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from consumers.replay.reader import RateLimiter
-from consumers.replay.request import ReplayRequest, request_from_params
+from consumers.replay.request import ReplayRequest, request_from_params, request_from_values
 from crawlstore.topics import PIPELINE_TOPICS
 
 pytestmark = pytest.mark.unit
@@ -88,3 +88,30 @@ def test_rate_limiter_allows_one_seconds_burst_then_paces() -> None:
     for _ in range(3):
         limiter.acquire(10)
     assert slept == [pytest.approx(1.0), pytest.approx(1.0)]
+
+
+def test_the_cli_options_and_the_dag_params_make_the_same_request() -> None:
+    from consumers.replay.__main__ import parser
+
+    argv = ["--run-id", "r1", "--topic", "crawl.products", "--sink", "hdfs", "--offset-to", "9", "--dry-run"]
+    argv += ["--target", "topic", "--max-replays", "5", "--failed-from", "2026-11-12T00:00:00+00:00"]
+    from_cli = request_from_values(vars(parser().parse_args(argv)), run_id="r1")
+    from_dag = resolve(
+        "manual",
+        topic="crawl.products",
+        sink="hdfs",
+        offset_to=9,
+        dry_run=True,
+        target="topic",
+        max_replays=5,
+        failed_from="2026-11-12T00:00:00+00:00",
+    )
+    assert from_cli == from_dag
+    assert from_cli.failed_from == datetime(2026, 11, 12, tzinfo=UTC)
+    # Nothing given: the request's own defaults, from either side.
+    assert request_from_values(vars(parser().parse_args(["--run-id", "r1"])), run_id="r1") == ReplayRequest(
+        run_id="r1"
+    )
+    assert resolve("manual") == ReplayRequest(run_id="r1")
+    with pytest.raises(SystemExit):
+        parser().parse_args(["--run-id", "r1", "--sink", "mysql"])
