@@ -47,9 +47,11 @@ from consumers.batching import Decoded
 from consumers.opensearch import INDEX_SETTINGS, MAPPINGS
 from consumers.postgres import PRODUCTS, copy_text
 from consumers.webhdfs import WebHdfs
-from crawlstore.items import ProductItem
+from crawlstore.items import item_type
 from crawlstore.messages import Record, decode_item, encode_item
 from crawlstore.settings import HdfsSettings, KafkaSettings, OpenSearchSettings, PostgresSettings
+
+ProductItem = item_type("product")
 
 ROOT = Path(__file__).resolve().parents[1]
 PORTS = {"postgres": 19201, "opensearch": 19202, "hdfs": 19203}

@@ -37,7 +37,7 @@ from consumers.batching import Batch, Decoded, Rejection
 from consumers.errors import FatalError, StoreRejected, TransientError
 from consumers.sink import SinkTask
 from crawlstore.dlq import STAGE_SINK
-from crawlstore.items import ITEM_TYPES
+from crawlstore.items import item_types
 from crawlstore.settings import OpenSearchSettings
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,10 @@ class OpenSearchSink(SinkTask):
                         "index_patterns": [index],
                         "priority": 200,
                         "template": {"settings": INDEX_SETTINGS, "mappings": mapping},
-                        "_meta": {"owner": "crawlstore consumers", "schema": ITEM_TYPES[kind].schema_version},
+                        "_meta": {
+                            "owner": "crawlstore consumers",
+                            "schema": item_types()[kind].schema_version,
+                        },
                     },
                 )
                 if self.client.indices.exists(index=index):
@@ -200,7 +203,7 @@ class OpenSearchSink(SinkTask):
 
     def payload(self, items: Sequence[Decoded]) -> bytes:
         """The `_bulk` body: per item an index action (id, external version) and the document."""
-        indices = {kind: json.dumps(self.index_for(kind)).encode() for kind in ITEM_TYPES}
+        indices = {kind: json.dumps(self.index_for(kind)).encode() for kind in item_types()}
         lines: list[bytes] = []
         for decoded in items:
             item = decoded.item

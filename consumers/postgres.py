@@ -36,7 +36,6 @@ from consumers.batching import Batch, Decoded, Rejection
 from consumers.errors import FatalError, StoreRejected, TransientError
 from consumers.sink import SinkTask
 from crawlstore.dlq import STAGE_SINK
-from crawlstore.items import Item, ProductItem, ReadingItem
 from crawlstore.settings import PostgresSettings
 
 log = logging.getLogger(__name__)
@@ -157,7 +156,7 @@ READINGS = TableSpec(
         "crawled_at",
     ),
 )
-TABLES: dict[type[Item], TableSpec] = {ProductItem: PRODUCTS, ReadingItem: READINGS}
+TABLES: dict[str, TableSpec] = {"product": PRODUCTS, "reading": READINGS}
 
 UPSERT_OFFSETS = (
     "INSERT INTO kafka_offsets (consumer_group, topic, kafka_partition, next_offset) VALUES %s "
@@ -311,7 +310,7 @@ class PostgresSink(SinkTask):
         """Per table: its rows, and their COPY text."""
         by_table: dict[TableSpec, list[Decoded]] = defaultdict(list)
         for decoded in items:
-            by_table[TABLES[type(decoded.item)]].append(decoded)
+            by_table[TABLES[decoded.item.kind]].append(decoded)
         return {spec: (rows, copy_text(spec, rows)) for spec, rows in by_table.items()}
 
     def prepare(self, batch: Batch) -> None:

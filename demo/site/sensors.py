@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from crawlstore.items import reading_id
+from crawlstore.items import item_type, render_key
+
+
+def reading_id(device_id: str, measured_at: datetime) -> str:
+    """The key the crawl gives a reading (the reading kind's key template)."""
+    key = item_type("reading").spec.key
+    assert not isinstance(key, str)
+    return render_key(key.template, {"device_id": device_id, "measured_at": measured_at})
+
 
 SEED = 20240614
 DEVICES = (1, 2, 3, 4, 5)

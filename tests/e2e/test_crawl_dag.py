@@ -9,9 +9,12 @@ from typing import Any
 import pytest
 
 from crawlstore.dlq import failure_context
-from crawlstore.items import ProductItem, ReadingItem
+from crawlstore.items import item_type
 from crawlstore.messages import H_CONTENT_TYPE, H_RUN_ID, H_SCHEMA, H_SOURCE
 from demo.site import expected_outcomes, label_of
+
+ProductItem = item_type("product")
+ReadingItem = item_type("reading")
 
 pytestmark = pytest.mark.e2e
 

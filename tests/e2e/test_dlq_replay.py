@@ -26,11 +26,13 @@ from kafka.structs import TopicPartition
 
 from consumers.errors import StoreRejected
 from crawlstore.dlq import STAGE_SINK, dead_letter
-from crawlstore.items import ProductItem
+from crawlstore.items import item_type
 from crawlstore.messages import Record, encode_item
 from crawlstore.settings import PostgresSettings
 from crawlstore.topics import dlq_topic, parking_topic
 from demo.airflow_api import AirflowApi, AirflowApiError
+
+ProductItem = item_type("product")
 
 pytestmark = pytest.mark.e2e
 DAG = "dlq_replay"

@@ -31,10 +31,13 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, UnknownTopicOrPartitionError
 from kafka.structs import TopicPartition
 
-from crawlstore.items import Item, ProductItem, ReadingItem
+from crawlstore.items import Item, item_type
 from crawlstore.messages import encode_item
 from crawlstore.settings import PostgresSettings
 from crawlstore.topics import dlq_topic
+
+ProductItem = item_type("product")
+ReadingItem = item_type("reading")
 
 ROOT = Path(__file__).resolve().parents[2]
 # Crawl times must be recent: the message timestamp is the crawl time, and the topics' 7-day

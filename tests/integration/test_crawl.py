@@ -18,7 +18,7 @@ import pytest
 
 from crawlstore.crawl import CrawlFailed, CrawlResult, run_crawl
 from crawlstore.items import item_type
-from crawlstore.sources import DEMO_SENSORS, DEMO_SHOP, with_start_url
+from crawlstore.sources import get_source, with_start_url
 from demo.site import (
     DEMO_SINCE,
     DEMO_UNTIL,
@@ -30,6 +30,9 @@ from demo.site import (
     readings,
     running,
 )
+
+DEMO_SHOP = get_source("demo_shop")
+DEMO_SENSORS = get_source("demo_sensors")
 
 pytestmark = pytest.mark.integration
 log = logging.getLogger(__name__)

@@ -12,8 +12,10 @@ from kafka.structs import TopicPartition
 
 from consumers.batching import Batch, BatchPolicy, Decoded, Rejection, to_record
 from crawlstore.dlq import STAGE_DESERIALIZE, STAGE_SINK
-from crawlstore.items import ProductItem, to_json_dict
+from crawlstore.items import item_type, to_json_dict
 from crawlstore.messages import Record, RecordRejected
+
+ProductItem = item_type("product")
 
 pytestmark = pytest.mark.unit
 

@@ -11,8 +11,10 @@ import pytest
 from consumers.batching import Decoded
 from consumers.opensearch import MAX_MS, OFFSET_BITS, external_version
 from consumers.postgres import PRODUCTS, READINGS, rounds, row_values
-from crawlstore.items import ProductItem
+from crawlstore.items import item_type
 from crawlstore.messages import Record
+
+ProductItem = item_type("product")
 
 pytestmark = pytest.mark.unit
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)

@@ -8,8 +8,10 @@ from datetime import UTC, datetime
 import pytest
 
 from crawlstore import dlq
-from crawlstore.items import ProductItem
+from crawlstore.items import item_type
 from crawlstore.messages import H_RUN_ID, H_SCHEMA, Record, RecordRejected, decode_item, encode_item
+
+ProductItem = item_type("product")
 
 pytestmark = pytest.mark.unit
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from protego import Protego
 
-from crawlstore.items import ProductItem, ReadingItem
+from crawlstore.items import item_type
 from demo.site import (
     DEMO_SINCE,
     DEMO_UNTIL,
@@ -27,6 +27,9 @@ from demo.site import (
     render,
 )
 from demo.site.pages import ROBOTS_TXT
+
+ProductItem = item_type("product")
+ReadingItem = item_type("reading")
 
 pytestmark = pytest.mark.unit
 

@@ -1,25 +1,45 @@
-"""The items the pipeline carries, and the schema every item is validated against.
+"""The items the pipeline carries: one validation model per declared kind (crawlstore.config).
 
-Two kinds: products from HTML catalogues and readings from JSON APIs. Text fields accept any
-Unicode (including quotes, SQL-looking fragments and markup: stores get them parameterised or
-escaped); what is rejected is what a store or a path could not take safely: missing fields,
-wrong types, identifiers outside a strict alphabet (no `../`), oversize text, non-finite numbers.
+Text fields accept any Unicode (including quotes, SQL-looking fragments and markup: stores get
+them parameterised or escaped); what is rejected is what a store or a path could not take
+safely: missing fields, wrong types, identifiers outside a strict alphabet (no `../`), oversize
+text, non-finite numbers, values outside the declared bounds.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import functools
+import operator
+from collections.abc import Callable
+from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    create_model,
+    model_validator,
+)
 
-NaturalId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
-ShortText = Annotated[str, StringConstraints(min_length=1, max_length=500)]
-Url = Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=2048)]
-Money = Annotated[
-    Decimal, Field(ge=0, le=Decimal("1e9"), max_digits=12, decimal_places=2, allow_inf_nan=False)
-]
+from crawlstore.config import KindSpec, current
+from crawlstore.config.models import CHECK, FieldSpec
+
+NATURAL_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+URL = r"^https?://[^\s]+$"
+MAX_TEXT = 10_000  # a text field without max_length
+MAX_URL = 2048
+OPERATORS: dict[str, tuple[Callable[[Any, Any], bool], str]] = {
+    "<=": (operator.le, "is above"),
+    "<": (operator.lt, "is not below"),
+    ">=": (operator.ge, "is below"),
+    ">": (operator.gt, "is not above"),
+    "==": (operator.eq, "differs from"),
+    "!=": (operator.ne, "equals"),
+}
 
 
 class Item(BaseModel):
@@ -29,6 +49,7 @@ class Item(BaseModel):
     kind: ClassVar[str]
     schema_version: ClassVar[str]
     key_field: ClassVar[str]
+    spec: ClassVar[KindSpec]
 
     source: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
     crawled_at: AwareDatetime
@@ -39,66 +60,124 @@ class Item(BaseModel):
         return str(getattr(self, self.key_field))
 
 
-class ProductItem(Item):
-    kind = "product"
-    schema_version = "crawlstore.product.v1"
-    key_field = "product_id"
-
-    product_id: NaturalId
-    name: ShortText
-    brand: Annotated[str, StringConstraints(max_length=200)] | None = None
-    category: Annotated[str, StringConstraints(max_length=200)] | None = None
-    price: Money
-    sale_price: Money | None = None
-    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
-    url: Url
-    image_url: Url | None = None
-    rating: Annotated[float, Field(ge=0, le=5, allow_inf_nan=False)] | None = None
-    review_count: Annotated[int, Field(ge=0, le=10**9)] | None = None
-
-    @model_validator(mode="after")
-    def _sale_below_price(self) -> ProductItem:
-        if self.sale_price is not None and self.sale_price > self.price:
-            raise ValueError("sale_price is above price")
-        return self
+def _number(value: Decimal | None, kind: Callable[[Decimal], Any]) -> Any:
+    return None if value is None else kind(value)
 
 
-Measure = Annotated[float, Field(ge=-1e12, le=1e12, allow_inf_nan=False)]
+def _text(spec: FieldSpec) -> Any:
+    return Annotated[
+        str,
+        StringConstraints(
+            min_length=spec.min_length, max_length=spec.max_length or MAX_TEXT, pattern=spec.pattern
+        ),
+    ]
 
 
-class ReadingItem(Item):
-    kind = "reading"
-    schema_version = "crawlstore.reading.v1"
-    key_field = "reading_id"
-
-    reading_id: NaturalId
-    device_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
-    sensor1: Measure | None = None
-    sensor2: Measure | None = None
-    sensor3: Measure | None = None
-    motor1: Measure | None = None
-    motor2: Measure | None = None
-    motor3: Measure | None = None
-    is_fail: bool
-    measured_at: AwareDatetime
+def _decimal(spec: FieldSpec) -> Any:
+    return Annotated[
+        Decimal,
+        Field(
+            ge=spec.min, le=spec.max, max_digits=spec.digits, decimal_places=spec.places, allow_inf_nan=False
+        ),
+    ]
 
 
-ITEM_TYPES: dict[str, type[Item]] = {t.kind: t for t in (ProductItem, ReadingItem)}
-SCHEMAS: dict[str, type[Item]] = {t.schema_version: t for t in (ProductItem, ReadingItem)}
+def _list_of_text(spec: FieldSpec) -> Any:
+    text = Annotated[str, StringConstraints(max_length=spec.max_length or MAX_TEXT)]
+    return Annotated[list[text], Field(max_length=spec.max_items)]
 
 
-def reading_id(device_id: str, measured_at: datetime) -> str:
-    """One reading per device and measurement time."""
-    return f"{device_id}:{measured_at.strftime('%Y%m%dT%H%M%S')}"
+# The pydantic type of each declared field type (without its optionality).
+FIELD_TYPES: dict[str, Callable[[FieldSpec], Any]] = {
+    "identifier": lambda f: Annotated[str, StringConstraints(pattern=f.pattern or NATURAL_ID)],
+    "text": _text,
+    "url": lambda f: Annotated[str, StringConstraints(pattern=URL, max_length=f.max_length or MAX_URL)],
+    "decimal": _decimal,
+    "float": lambda f: Annotated[
+        float, Field(ge=_number(f.min, float), le=_number(f.max, float), allow_inf_nan=False)
+    ],
+    "integer": lambda f: Annotated[int, Field(ge=_number(f.min, int), le=_number(f.max, int))],
+    "enum": lambda f: Literal[tuple(f.values or ())],
+    "list[text]": _list_of_text,
+    "boolean": lambda f: bool,
+    "timestamp": lambda f: AwareDatetime,
+    "date": lambda f: date,
+    "json": lambda f: dict[str, Any],
+}
+
+
+def field_type(spec: FieldSpec) -> Any:
+    return FIELD_TYPES[spec.type](spec)
+
+
+def _check(rule: str) -> Any:
+    match = CHECK.fullmatch(rule)
+    assert match is not None  # the config model validated it
+    left, op, right = match[1], match[2], match[3]
+    holds, fails = OPERATORS[op]
+
+    def check(item: Item) -> Item:
+        a, b = getattr(item, left), getattr(item, right)
+        if a is not None and b is not None and not holds(a, b):
+            raise ValueError(f"{left} {fails} {right}")
+        return item
+
+    return model_validator(mode="after")(check)
+
+
+def derive(spec: KindSpec) -> type[Item]:
+    """The validation model of a kind: common fields, then the declared ones in their order."""
+    fields: dict[str, Any] = {
+        name: (field_type(f), ...) if f.required else (field_type(f) | None, None)
+        for name, f in spec.fields.items()
+    }
+    validators = {f"check_{i}": _check(rule) for i, rule in enumerate(spec.checks)}
+    model = create_model(
+        f"{spec.kind.title().replace('_', '')}Item", __base__=Item, __validators__=validators, **fields
+    )
+    model.kind, model.schema_version, model.key_field, model.spec = (
+        spec.kind,
+        spec.schema_version,
+        spec.key_field,
+        spec,
+    )
+    return model
+
+
+@functools.cache
+def item_types() -> dict[str, type[Item]]:
+    """The model of every declared kind, by kind (this process's configuration)."""
+    return {name: derive(spec) for name, spec in current().kinds.items()}
+
+
+@functools.cache
+def schemas() -> dict[str, type[Item]]:
+    """The same models by schema version (the `crawlstore.schema` header)."""
+    return {t.schema_version: t for t in item_types().values()}
 
 
 def item_type(kind: str) -> type[Item]:
     try:
-        return ITEM_TYPES[kind]
+        return item_types()[kind]
     except KeyError:
-        raise ValueError(f"unknown item kind {kind!r}; known: {sorted(ITEM_TYPES)}") from None
+        raise ValueError(f"unknown item kind {kind!r}; known: {sorted(item_types())}") from None
 
 
 def to_json_dict(item: Item) -> dict[str, Any]:
     """The JSON form published to Kafka (decimals as strings keep cents exact)."""
     return item.model_dump(mode="json")
+
+
+def render_key(template: str, values: dict[str, Any]) -> str:
+    """A key template filled: timestamps as YYYYmmddTHHMMSS (UTC), dates as YYYYmmdd."""
+    from crawlstore.config.models import TEMPLATE_PART
+
+    def part(match: Any) -> str:
+        value = values[match[1]]
+        if isinstance(value, datetime):
+            return value.strftime("%Y%m%dT%H%M%S")
+        if isinstance(value, date):
+            return value.strftime("%Y%m%d")
+        return str(value)
+
+    return TEMPLATE_PART.sub(part, template)

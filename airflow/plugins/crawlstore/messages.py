@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from crawlstore.items import SCHEMAS, Item, to_json_dict
+from crawlstore.items import Item, schemas, to_json_dict
 
 CONTENT_TYPE = "application/json"
 H_CONTENT_TYPE = "content-type"
@@ -82,7 +82,7 @@ def decode_item(record: Record) -> Item:
     compiled JSON parser. A record that fails there goes through `_classify`, so the reason it is
     refused for does not depend on which parser noticed first.
     """
-    item_type = SCHEMAS.get(record.header(H_SCHEMA) or "")
+    item_type = schemas().get(record.header(H_SCHEMA) or "")
     if item_type is not None and record.value is not None:
         try:
             item = item_type.model_validate_json(record.value)
@@ -111,7 +111,7 @@ def _classify(record: Record) -> Item:
     except RecursionError as exc:  # hostile nesting depth
         raise RecordRejected("invalid_json", "value is JSON nested too deeply to parse") from exc
     schema = record.header(H_SCHEMA)
-    item_type = SCHEMAS.get(schema or "")
+    item_type = schemas().get(schema or "")
     if item_type is None:
         raise RecordRejected("unknown_schema", f"header {H_SCHEMA}={schema!r} names no known schema")
     if not isinstance(data, dict):

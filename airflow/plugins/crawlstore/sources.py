@@ -1,18 +1,15 @@
-"""The configured sources: what to crawl, with which spider, into which topic, how often.
+"""The configured sources (crawlstore.config, `sources/<name>.yaml`): what to crawl, with which
+spider, into which topic, how often. One DAG `crawl_<name>` per source.
 
-Pure declarations (DAG files import this at parse time: no I/O, no environment lookups here).
 A source's `start_url` may hold placeholders resolved when a crawl runs, never at import:
 `{UPPER_CASE}` from the environment (e.g. `{DEMO_SITE_URL}`), `{lower_case}` from the run's
 parameters (e.g. `{data_interval_end}`, which the DAG passes from its context).
 
-To crawl your own site, add a `Source` with its URL and selectors; the spiders hold no
-site-specific logic.
-
 Catalogue selectors (CSS, or XPath when prefixed with `xpath:`):
   `item_links` - on a listing page, the hrefs of the detail pages;
   `next_page`  - on a listing page, the href of the next listing page (optional);
-  any item field (`product_id`, `name`, `price`, ...) - on a detail page. A selector ending in
-  `::text` / `text()` yields the joined text of all matched nodes; others yield the first match.
+  any item field - on a detail page. A selector ending in `::text` / `text()` yields the joined
+  text of all matched nodes; others yield the first match.
 JSON API selectors (dotted paths into the JSON, `a.b.0`):
   `records`   - where the list of records is (optional; default: the response is the list);
   `next_page` - the URL of the next page of records (optional);
@@ -30,19 +27,9 @@ from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import quote
 
-from crawlstore.items import ITEM_TYPES
-from crawlstore.topics import PIPELINE_TOPICS
+from crawlstore.config import NAVIGATION_KEYS, SourceSpec, current
 
 SpiderName = Literal["catalogue", "json_api"]
-SPIDERS: tuple[str, ...] = ("catalogue", "json_api")
-# Selector keys that are not item fields, by spider.
-NAVIGATION_KEYS: dict[str, frozenset[str]] = {
-    "catalogue": frozenset({"item_links", "next_page"}),
-    "json_api": frozenset({"records", "next_page"}),
-}
-# Fields the spiders fill themselves.
-_SPIDER_FIELDS = frozenset({"source", "crawled_at"})
-_NAME = re.compile(r"[a-z][a-z0-9_]*")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -62,23 +49,6 @@ class Source:
     crawl_settings: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not _NAME.fullmatch(self.name):
-            raise ValueError(f"source name {self.name!r} must match [a-z][a-z0-9_]*")
-        if self.kind not in ITEM_TYPES:
-            raise ValueError(f"source {self.name}: kind {self.kind!r} is not one of {sorted(ITEM_TYPES)}")
-        if self.topic not in PIPELINE_TOPICS:
-            raise ValueError(f"source {self.name}: topic {self.topic!r} is not one of {PIPELINE_TOPICS}")
-        if self.spider not in SPIDERS:
-            raise ValueError(f"source {self.name}: spider {self.spider!r} is not one of {SPIDERS}")
-        item_fields = set(ITEM_TYPES[self.kind].model_fields) - _SPIDER_FIELDS
-        unknown = set(self.selectors) - item_fields - NAVIGATION_KEYS[self.spider]
-        if unknown:
-            raise ValueError(
-                f"source {self.name}: selectors {sorted(unknown)} are neither {self.kind} fields "
-                f"nor {sorted(NAVIGATION_KEYS[self.spider])}"
-            )
-        if self.spider == "catalogue" and "item_links" not in self.selectors:
-            raise ValueError(f"source {self.name}: a catalogue source needs an `item_links` selector")
         # Read-only views, so a frozen source stays unchanged.
         object.__setattr__(self, "selectors", MappingProxyType(dict(self.selectors)))
         object.__setattr__(self, "crawl_settings", MappingProxyType(dict(self.crawl_settings)))
@@ -90,6 +60,20 @@ class Source:
     def field_selectors(self) -> dict[str, str]:
         """Selectors of item fields (navigation keys left out)."""
         return {k: v for k, v in self.selectors.items() if k not in NAVIGATION_KEYS[self.spider]}
+
+    @classmethod
+    def from_spec(cls, spec: SourceSpec) -> Source:
+        return cls(
+            name=spec.source,
+            kind=spec.kind,
+            topic=spec.topic,
+            spider=spec.spider,
+            start_url=spec.start_url,
+            schedule=spec.schedule,
+            description=spec.description,
+            selectors=dict(spec.extract),
+            crawl_settings=spec.politeness.scrapy_settings(),
+        )
 
     @property
     def params(self) -> frozenset[str]:
@@ -143,62 +127,7 @@ def with_start_url(source: Source, url: str) -> Source:
     return replace(source, start_url=url)
 
 
-# The demo site is ours and runs next to the crawler: no delay needed. Sites you don't own
-# keep the polite defaults of crawlstore.crawl.settings.
-_LOCAL_DEMO_SETTINGS: Mapping[str, Any] = {
-    "DOWNLOAD_DELAY": 0,
-    "AUTOTHROTTLE_ENABLED": False,
-    "CONCURRENT_REQUESTS_PER_DOMAIN": 8,
-}
-
-DEMO_SHOP = Source(
-    name="demo_shop",
-    kind="product",
-    topic="crawl.products",
-    spider="catalogue",
-    start_url="{DEMO_SITE_URL}/catalogue/page/1.html",
-    schedule="@daily",
-    description="Products of the bundled demo shop (HTML catalogue, ~1,200 products).",
-    selectors={
-        "item_links": "ol.product-list a.product-link::attr(href)",
-        "next_page": "nav.pager li.next a::attr(href)",
-        "product_id": "td.sku::text",
-        "name": "h1.product-name::text",
-        "brand": "td.brand::text",
-        "category": "td.category::text",
-        "price": ".offer .price-regular::text",
-        "sale_price": ".offer .price-sale::text",
-        "currency": "meta[itemprop=priceCurrency]::attr(content)",
-        "image_url": "img.product-image::attr(src)",
-        "rating": ".reviews .rating-value::text",
-        "review_count": ".reviews .review-count::text",
-    },
-    crawl_settings=_LOCAL_DEMO_SETTINGS,
-)
-
-DEMO_SENSORS = Source(
-    name="demo_sensors",
-    kind="reading",
-    topic="crawl.readings",
-    spider="json_api",
-    start_url="{DEMO_SITE_URL}/api/readings?since={data_interval_start}&until={data_interval_end}",
-    schedule="@hourly",
-    description="Readings of the demo FMS sensor API (5 devices, one reading a minute each).",
-    selectors={
-        "device_id": "DeviceId",
-        "sensor1": "sensor1",
-        "sensor2": "sensor2",
-        "sensor3": "sensor3",
-        "motor1": "motor1",
-        "motor2": "motor2",
-        "motor3": "motor3",
-        "is_fail": "isFail",
-        "measured_at": "time",
-    },
-    crawl_settings=_LOCAL_DEMO_SETTINGS,
-)
-
-SOURCES: tuple[Source, ...] = (DEMO_SHOP, DEMO_SENSORS)
+SOURCES: tuple[Source, ...] = tuple(Source.from_spec(spec) for spec in current().sources.values())
 
 
 def get_source(name: str) -> Source:

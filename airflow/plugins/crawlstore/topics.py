@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# One topic per source kind; the sources module maps each configured source to one of these.
-PIPELINE_TOPICS = ("crawl.products", "crawl.readings")
+from crawlstore.config import current
+
+# The topics the configured sources publish to (crawlstore.config); one kind each.
+PIPELINE_TOPICS: tuple[str, ...] = current().topics
 DLQ_SUFFIX = "-dlq"
 PARKING_SUFFIX = "-dlq-parking"
 WEEK_MS = 7 * 24 * 3600 * 1000

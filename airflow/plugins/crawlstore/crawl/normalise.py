@@ -7,13 +7,15 @@ dropped or quietly repaired here.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urljoin
 
-from crawlstore.items import item_type, reading_id
+from crawlstore.config.models import TEMPLATE_PART, KeyTemplate
+from crawlstore.items import item_type, render_key
 
 # A currency symbol (€, £, $, ₩ ...) or ISO code before or after the amount, a sign either side
 # of a leading symbol, thousands separators only in their proper places.
@@ -105,55 +107,72 @@ def timestamp(value: Any) -> Any:
     return moment.isoformat()
 
 
+def json_value(value: Any) -> Any:
+    """Text that holds a JSON object is read as one; anything else stays as it was."""
+    if isinstance(value, str) and value.strip().startswith("{"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def text_list(value: Any) -> Any:
+    """One text is a one-element list; each element stripped, empty ones left out."""
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list):
+        return [v for v in (text(v) for v in value) if v is not None]
+    return value
+
+
 Parser = Callable[[Any], Any]
-_PARSERS: dict[str, dict[str, Parser]] = {
-    "product": {
-        "product_id": identifier,
-        "price": money,
-        "sale_price": money,
-        "rating": number,
-        "review_count": count,
-    },
-    "reading": {
-        "reading_id": identifier,
-        "device_id": identifier,
-        "sensor1": number,
-        "sensor2": number,
-        "sensor3": number,
-        "motor1": number,
-        "motor2": number,
-        "motor3": number,
-        "is_fail": boolean,
-        "measured_at": timestamp,
-    },
+# How an extracted value of each declared field type is read (url: joined with the page's URL).
+PARSERS: dict[str, Parser] = {
+    "identifier": identifier,
+    "text": text,
+    "url": text,
+    "integer": count,
+    "decimal": money,
+    "float": number,
+    "boolean": boolean,
+    "timestamp": timestamp,
+    "date": text,
+    "enum": text,
+    "list[text]": text_list,
+    "json": json_value,
 }
-_URL_FIELDS = frozenset({"url", "image_url"})
 
 
-def _derived_reading_id(raw: Mapping[str, Any], values: Mapping[str, Any]) -> str | None:
-    """device:time, from the raw time so a reading without a zone still gets its key."""
-    device = values.get("device_id")
-    moment = parse_moment(raw.get("measured_at"))
-    if not isinstance(device, str) or not device or moment is None:
-        return None
-    return reading_id(device, moment)
+def _templated_key(
+    template: str, raw: Mapping[str, Any], values: Mapping[str, Any], types: Mapping[str, str]
+) -> str | None:
+    """The key from its template; times from the raw value, so one without a zone still gets its key."""
+    parts: dict[str, Any] = {}
+    for name in TEMPLATE_PART.findall(template):
+        value = parse_moment(raw.get(name)) if types[name] == "timestamp" else values.get(name)
+        if value is None or value == "" or (types[name] != "timestamp" and not isinstance(value, str | int)):
+            return None
+        parts[name] = value
+    return render_key(template, parts)
 
 
 def normalise(
     kind: str, raw: Mapping[str, Any], *, page_url: str, source: str, crawled_at: datetime
 ) -> dict[str, Any]:
     """The item dict of `kind` made from extracted values; keys in the item model's field order."""
-    parsers = _PARSERS.get(kind, {})
+    spec = item_type(kind).spec
+    types = {name: f.type for name, f in spec.fields.items()}
     values: dict[str, Any] = {"source": source, "crawled_at": crawled_at.isoformat()}
     for name, value in raw.items():
-        if name in _URL_FIELDS:
+        if types.get(name) == "url":
             link = text(value)
             values[name] = urljoin(page_url, link) if isinstance(link, str) else link
         else:
-            values[name] = parsers.get(name, text)(value)
-    fields = item_type(kind).model_fields
-    if "url" in fields and "url" not in raw:
+            values[name] = PARSERS[types.get(name, "text")](value)
+    if "url" in types and "url" not in raw:
         values["url"] = page_url
-    if kind == "reading" and "reading_id" not in raw:
-        values["reading_id"] = _derived_reading_id(raw, values)
+    if isinstance(spec.key, KeyTemplate) and spec.key.field not in raw:
+        values[spec.key.field] = _templated_key(spec.key.template, raw, values, types)
+    fields = item_type(kind).model_fields
     return {name: values[name] for name in fields if name in values}

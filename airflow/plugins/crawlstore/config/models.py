@@ -1,0 +1,218 @@
+"""The typed form of the pipeline's configuration: item kinds and sources, as declared in YAML.
+
+Every model refuses unknown keys (naming the allowed ones), names that are not safe identifiers,
+and constraints that do not fit a field's type, so a mistake surfaces with its file and key
+(crawlstore.config.loader) instead of as a half-loaded pipeline.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# Fields every item has (filled by the crawl) and names the stores use for their own columns.
+COMMON_FIELDS = ("source", "crawled_at")
+RESERVED = frozenset(
+    {*COMMON_FIELDS, "raw", "kafka", "kafka_topic", "kafka_partition", "kafka_offset", "landed_at"}
+)
+FieldType = Literal[
+    "text",
+    "identifier",
+    "url",
+    "integer",
+    "decimal",
+    "float",
+    "boolean",
+    "timestamp",
+    "date",
+    "enum",
+    "list[text]",
+    "json",
+]
+NUMERIC = frozenset({"integer", "decimal", "float"})
+TEXTUAL = frozenset({"text", "identifier", "url"})
+# Which constraint keys each type takes (beyond type, required, description, search).
+CONSTRAINTS: dict[str, frozenset[str]] = {
+    "text": frozenset({"min_length", "max_length", "pattern"}),
+    "identifier": frozenset({"pattern"}),
+    "url": frozenset({"max_length"}),
+    "integer": frozenset({"min", "max"}),
+    "decimal": frozenset({"min", "max", "digits", "places"}),
+    "float": frozenset({"min", "max"}),
+    "boolean": frozenset(),
+    "timestamp": frozenset(),
+    "date": frozenset(),
+    "enum": frozenset({"values"}),
+    "list[text]": frozenset({"max_length", "max_items"}),
+    "json": frozenset(),
+}
+ALL_CONSTRAINTS = frozenset().union(*CONSTRAINTS.values())
+CHECK = re.compile(r"^\s*([a-z][a-z0-9_]*)\s*(<=|<|>=|>|==|!=)\s*([a-z][a-z0-9_]*)\s*$")
+TEMPLATE_PART = re.compile(r"\{([^{}]*)\}")
+
+
+def _name(value: str, what: str, pattern: re.Pattern[str] = NAME) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ValueError(
+            f"{what} {value!r} is not a safe name: lower-case ASCII letters, digits and _, "
+            f"starting with a letter, at most {pattern.pattern.rsplit(',', 1)[1].split('}')[0]} more"
+        )
+    return value
+
+
+class Strict(BaseModel):
+    """Refuses unknown keys with the list of the allowed ones."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(str(k) for k in data if k not in cls.model_fields)
+            if unknown:
+                raise ValueError(
+                    f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(cls.model_fields)}"
+                )
+        return data
+
+
+class FieldSpec(Strict):
+    type: FieldType
+    required: bool = False
+    description: str = ""
+    search: bool = Field(False, description="full-text searched (OpenSearch `text`, else `keyword`)")
+    min: Decimal | None = None
+    max: Decimal | None = None
+    min_length: int | None = Field(None, ge=0)
+    max_length: int | None = Field(None, ge=1, le=1_000_000)
+    max_items: int | None = Field(None, ge=1, le=100_000)
+    pattern: str | None = None
+    values: tuple[str, ...] | None = None
+    digits: int | None = Field(None, ge=1, le=38)
+    places: int | None = Field(None, ge=0, le=38)
+
+    @model_validator(mode="after")
+    def _fits_the_type(self) -> FieldSpec:
+        given = {k for k in ALL_CONSTRAINTS if getattr(self, k) is not None}
+        wrong = sorted(given - CONSTRAINTS[self.type])
+        if wrong:
+            allowed = ", ".join(sorted(CONSTRAINTS[self.type])) or "none"
+            raise ValueError(
+                f"{', '.join(wrong)} do(es) not apply to type {self.type} (its constraints: {allowed})"
+            )
+        if self.search and self.type not in ("text", "list[text]"):
+            raise ValueError(f"search applies to text fields, not to type {self.type}")
+        if self.type == "enum" and not self.values:
+            raise ValueError("an enum needs `values`, the allowed values")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {self.pattern!r} is not a regular expression: {exc}") from exc
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min is above max")
+        if self.places is not None and self.digits is not None and self.places > self.digits:
+            raise ValueError("places is above digits")
+        return self
+
+
+class KeyTemplate(Strict):
+    """A key made of other fields, e.g. `{device_id}:{measured_at}` (timestamps as YYYYmmddTHHMMSS, UTC)."""
+
+    field: str
+    template: str
+
+
+class KindSpec(Strict):
+    kind: str
+    version: int = Field(1, ge=1, description="schema version, in the messages' crawlstore.schema header")
+    description: str = ""
+    key: str | KeyTemplate
+    fields: dict[str, FieldSpec]
+    checks: tuple[str, ...] = Field((), description="rules between fields, e.g. `sale_price <= price`")
+
+    @property
+    def key_field(self) -> str:
+        return self.key if isinstance(self.key, str) else self.key.field
+
+    @property
+    def schema_version(self) -> str:
+        return f"crawlstore.{self.kind}.v{self.version}"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KindSpec:
+        self._check_fields()
+        self._check_key()
+        self._check_rules()
+        return self
+
+    def _check_fields(self) -> None:
+        _name(self.kind, "kind")
+        if not self.fields:
+            raise ValueError("a kind needs at least one field")
+        for name in self.fields:
+            _name(name, "field", FIELD_NAME)
+            if name in RESERVED:
+                raise ValueError(f"field {name!r} is reserved (the pipeline sets or stores it itself)")
+
+    def _check_key(self) -> None:
+        key = self.fields.get(self.key_field)
+        if key is None:
+            raise ValueError(f"key {self.key_field!r} is not one of the fields ({', '.join(self.fields)})")
+        if key.type not in ("identifier", "text") or not key.required:
+            raise ValueError(f"key {self.key_field!r} must be a required identifier or text field")
+        if isinstance(self.key, KeyTemplate):
+            parts = TEMPLATE_PART.findall(self.key.template)
+            if not parts:
+                raise ValueError(f"key template {self.key.template!r} names no {{field}}")
+            for part in parts:
+                spec = self.fields.get(part)
+                if spec is None or not spec.required or part == self.key_field:
+                    raise ValueError(f"key template: {{{part}}} is not another required field of the kind")
+
+    def _check_rules(self) -> None:
+        for check in self.checks:
+            match = CHECK.fullmatch(check)
+            if match is None:
+                raise ValueError(f"check {check!r} is not `<field> <op> <field>` (op: < <= > >= == !=)")
+            for name in (match[1], match[3]):
+                spec = self.fields.get(name)
+                if spec is None or spec.type not in NUMERIC | {"timestamp", "date"}:
+                    raise ValueError(f"check {check!r}: {name!r} is not a numeric or time field of the kind")
+
+
+class Politeness(Strict):
+    download_delay: float | None = Field(None, ge=0, le=60)
+    concurrent_per_domain: int | None = Field(None, ge=1, le=64)
+    autothrottle: bool | None = None
+
+    def scrapy_settings(self) -> dict[str, Any]:
+        names = {
+            "download_delay": "DOWNLOAD_DELAY",
+            "concurrent_per_domain": "CONCURRENT_REQUESTS_PER_DOMAIN",
+            "autothrottle": "AUTOTHROTTLE_ENABLED",
+        }
+        return {names[k]: v for k, v in self.model_dump().items() if v is not None}
+
+
+class SourceSpec(Strict):
+    source: str
+    kind: str
+    topic: str
+    spider: Literal["catalogue", "json_api"]
+    start_url: str = Field(min_length=1, max_length=4096)
+    schedule: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    extract: dict[str, str]
+    politeness: Politeness = Politeness()
+
+    @model_validator(mode="after")
+    def _names(self) -> SourceSpec:
+        _name(self.source, "source")
+        return self

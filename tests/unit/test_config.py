@@ -1,0 +1,275 @@
+"""The declared configuration: the bundled files load, and every mistake is refused with its file,
+its key and what is allowed, never half loaded. Each case writes real YAML into a temp folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from crawlstore.config import ConfigError, load
+from crawlstore.config.loader import DEFAULT_DIR
+from crawlstore.items import derive, item_type
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[2]
+
+KIND = {
+    "kind": "job",
+    "key": "job_id",
+    "fields": {
+        "job_id": {"type": "identifier", "required": True},
+        "title": {"type": "text", "required": True, "max_length": 300, "search": True},
+        "salary": {"type": "decimal", "min": 0, "digits": 12, "places": 2},
+        "posted_at": {"type": "timestamp", "required": True},
+        "tags": {"type": "list[text]", "max_items": 20},
+        "level": {"type": "enum", "values": ["junior", "senior"]},
+    },
+}
+SOURCE = {
+    "source": "acme_jobs",
+    "kind": "job",
+    "topic": "crawl.jobs",
+    "spider": "catalogue",
+    "start_url": "https://jobs.example/list?page=1",
+    "schedule": "@daily",
+    "extract": {"item_links": "a.job::attr(href)", "job_id": "td.id::text", "title": "h1::text"},
+}
+
+
+def write(folder: Path, kinds: dict[str, Any], sources: dict[str, Any]) -> Path:
+    for sub, files in (("kinds", kinds), ("sources", sources)):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            text = (
+                data if isinstance(data, str) else yaml.safe_dump(data, allow_unicode=True, sort_keys=False)
+            )
+            (folder / sub / name).write_text(text, encoding="utf-8")
+    return folder
+
+
+def problems(folder: Path) -> list[str]:
+    load.cache_clear()
+    with pytest.raises(ConfigError) as caught:
+        load(folder)
+    return caught.value.problems
+
+
+def test_the_bundled_configuration_loads_and_the_check_command_says_so() -> None:
+    config = load(DEFAULT_DIR)
+    assert set(config.kinds) == {"product", "reading"}
+    assert config.topics == ("crawl.products", "crawl.readings")
+    result = subprocess.run(
+        [sys.executable, "-m", "crawlstore.config", "check"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "source demo_shop: catalogue -> crawl.products (product)" in result.stdout
+
+
+def test_a_new_kind_and_source_load_and_derive_a_validation_model(tmp_path: Path) -> None:
+    load.cache_clear()
+    config = load(write(tmp_path, {"job.yaml": KIND}, {"acme_jobs.yaml": SOURCE}))
+    model = derive(config.kinds["job"])
+    assert list(model.model_fields) == [
+        "source",
+        "crawled_at",
+        "job_id",
+        "title",
+        "salary",
+        "posted_at",
+        "tags",
+        "level",
+    ]
+    item = model.model_validate(
+        {"source": "acme_jobs", "crawled_at": "2026-01-01T00:00:00Z", "job_id": "J-1", "title": " Dev ",
+         "salary": "1000.50", "posted_at": "2026-01-01T00:00:00Z", "tags": ["a"], "level": "senior"}
+    )  # fmt: skip
+    assert (item.key, item.title, model.schema_version) == ("J-1", "Dev", "crawlstore.job.v1")
+    with pytest.raises(ValueError, match="level"):
+        model.model_validate({**item.model_dump(), "level": "lead"})
+
+
+def test_the_check_command_prints_every_problem_and_fails(tmp_path: Path) -> None:
+    write(tmp_path, {"job.yaml": {**KIND, "colour": "red"}}, {"acme_jobs.yaml": {**SOURCE, "extract": {}}})
+    result = subprocess.run(
+        [sys.executable, "-m", "crawlstore.config", "check", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "kinds/job.yaml: (top level): unknown key(s) colour; allowed: kind, version" in result.stderr
+    # The kind it names failed to load: the source is not blamed for naming it, nor checked against it.
+    assert "sources/acme_jobs.yaml" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        (
+            {"fields": {**KIND["fields"], "title": {"type": "txt"}}},
+            "kinds/job.yaml: fields.title.type: Input should be 'text'",
+        ),
+        (
+            {"fields": {**KIND["fields"], "title": {"type": "text", "min": 3}}},
+            "min do(es) not apply to type text (its constraints: max_length, min_length, pattern)",
+        ),
+        ({"fields": {**KIND["fields"], "level": {"type": "enum"}}}, "an enum needs `values`"),
+        (
+            {"fields": {**KIND["fields"], "title": {"type": "text", "pattern": "(["}}},
+            "is not a regular expression",
+        ),
+        (
+            {"fields": {**KIND["fields"], "salary": {"type": "decimal", "min": 5, "max": 1}}},
+            "min is above max",
+        ),
+        ({"fields": {**KIND["fields"], "Title": {"type": "text"}}}, "field 'Title' is not a safe name"),
+        ({"fields": {**KIND["fields"], "raw": {"type": "json"}}}, "field 'raw' is reserved"),
+        (
+            {"fields": {**KIND["fields"], "select": {"type": "text"}, "x" * 70: {"type": "text"}}},
+            "is not a safe name",
+        ),
+        ({"fields": {**KIND["fields"], "name_ü": {"type": "text"}}}, "field 'name_ü' is not a safe name"),
+        ({"key": "title_id"}, "key 'title_id' is not one of the fields"),
+        ({"key": "salary"}, "key 'salary' must be a required identifier or text field"),
+        (
+            {"key": {"field": "job_id", "template": "{company}:{posted_at}"}},
+            "{company} is not another required field",
+        ),
+        ({"checks": ["salary < title"]}, "'title' is not a numeric or time field"),
+        ({"checks": ["salary; DROP TABLE x"]}, "is not `<field> <op> <field>`"),
+        ({"version": 0}, "version: Input should be greater than or equal to 1"),
+        ({"search": True}, "unknown key(s) search"),
+    ],
+)
+def test_a_wrong_kind_is_refused_with_its_file_and_key(
+    tmp_path: Path, kind: dict[str, Any], expected: str
+) -> None:
+    found = problems(write(tmp_path, {"job.yaml": {**KIND, **kind}}, {"acme_jobs.yaml": SOURCE}))
+    assert any(expected in p for p in found), found
+    assert all(p.startswith("kinds/job.yaml: ") for p in found), found  # the source is not blamed
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ({"kind": "article"}, "kind: 'article' is not a declared kind (job;"),
+        ({"topic": "crawl.jobs-dlq"}, "topic: 'crawl.jobs-dlq' must match"),
+        ({"topic": "../x"}, "topic: '../x' must match"),
+        ({"spider": "selenium"}, "spider: Input should be 'catalogue' or 'json_api'"),
+        (
+            {"extract": {"item_links": "a::attr(href)", "salery": "td::text"}},
+            "extract.salery: neither a field of kind job",
+        ),
+        ({"extract": {"title": "h1::text"}}, "extract.item_links: a catalogue source needs it"),
+        (
+            {"politeness": {"download_delay": -1}},
+            "politeness.download_delay: Input should be greater than or equal to 0",
+        ),
+        (
+            {"politeness": {"delay": 1}},
+            "unknown key(s) delay; allowed: download_delay, concurrent_per_domain, autothrottle",
+        ),
+        ({"source": "Acme Jobs"}, "source 'Acme Jobs' is not a safe name"),
+        (
+            {"source": "other"},
+            "'other' is declared in a file named 'acme_jobs.yaml'; name the file other.yaml",
+        ),
+        ({"start_url": ""}, "start_url: String should have at least 1 character"),
+    ],
+)
+def test_a_wrong_source_is_refused_with_its_file_and_key(
+    tmp_path: Path, source: dict[str, Any], expected: str
+) -> None:
+    found = problems(write(tmp_path, {"job.yaml": KIND}, {"acme_jobs.yaml": {**SOURCE, **source}}))
+    assert any(p.startswith("sources/acme_jobs.yaml: ") and expected in p for p in found), found
+
+
+def test_broken_files_and_folders_are_refused_whole(tmp_path: Path) -> None:
+    found = problems(
+        write(
+            tmp_path,
+            {"job.yaml": "kind: job\nfields: [\n", "notes.txt": "x", "list.yaml": "- a\n"},
+            {
+                "acme_jobs.yaml": SOURCE,
+                "b.yaml": {**SOURCE, "source": "b", "kind": "job", "topic": "crawl.jobs_b"},
+            },
+        )
+    )
+    assert any(p.startswith("kinds/job.yaml: not valid YAML: line 3, column 1") for p in found), found
+    assert "kinds/notes.txt: not a .yaml file (only <kind>.yaml files belong here)" in found
+    assert "kinds/list.yaml: the file must hold a mapping of keys, not list" in found
+    # Their kind failed to load: the sources are not blamed for naming it.
+    assert not any(p.startswith("sources/") for p in found), found
+    assert problems(tmp_path / "missing") == [
+        f"{tmp_path / 'missing'}: not a folder (set CRAWLSTORE_CONFIG_DIR)"
+    ]
+
+
+def test_one_topic_carries_one_kind(tmp_path: Path) -> None:
+    other = {**KIND, "kind": "gig"}
+    found = problems(
+        write(tmp_path, {"job.yaml": KIND, "gig.yaml": other},
+              {"acme_jobs.yaml": SOURCE, "gigs.yaml": {**SOURCE, "source": "gigs", "kind": "gig"}})
+    )  # fmt: skip
+    assert any("topic: 'crawl.jobs' already carries kind" in p for p in found), found
+
+
+def test_a_bad_configuration_is_the_dag_files_import_error(tmp_path: Path) -> None:
+    """What Airflow shows: the DAG file fails to import with every problem in the message."""
+    config = write(tmp_path / "config", {"job.yaml": {**KIND, "key": "nope"}}, {"acme_jobs.yaml": SOURCE})
+    dags = tmp_path / "dags"
+    shutil.copytree(ROOT / "airflow" / "dags", dags, ignore=shutil.ignore_patterns("config", "__pycache__"))
+    script = (
+        "import os, sys\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        f"bag = DagBag(dag_folder={str(dags)!r})\n"
+        "print(repr(bag.import_errors))\n"
+    )
+    env = {**os.environ, "CRAWLSTORE_CONFIG_DIR": str(config)}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=False
+    )
+    assert "kinds/job.yaml: (top level): key 'nope' is not one of the fields" in result.stdout, (
+        result.stdout + result.stderr
+    )
+    assert "crawl_sources.py" in result.stdout
+
+
+def test_the_derived_models_of_the_bundled_kinds_validate_as_declared() -> None:
+    product = item_type("product")
+    assert product.key_field == "product_id" and product.schema_version == "crawlstore.product.v1"
+    base = {"source": "s", "crawled_at": "2026-01-01T00:00:00Z", "product_id": "P1", "name": "n",
+            "price": "10.00", "currency": "EUR", "url": "https://x.example/p"}  # fmt: skip
+    assert product.model_validate(base).key == "P1"
+    for bad, kind in (
+        ({"sale_price": "11.00"}, "value_error"),  # the check sale_price <= price
+        ({"price": "9999999999"}, "less_than_equal"),
+        ({"currency": "eur"}, "string_pattern_mismatch"),
+        ({"product_id": "../etc"}, "string_pattern_mismatch"),
+        ({"rating": "nan"}, "finite_number"),
+    ):
+        with pytest.raises(ValueError) as caught:
+            product.model_validate({**base, **bad})
+        assert kind in str(caught.value)
+
+
+def test_the_stores_hand_kept_layouts_agree_with_the_declared_kinds() -> None:
+    """Until the stores are derived from the kinds too, their layouts may not drift from them."""
+    from consumers.opensearch import MAPPINGS
+    from consumers.postgres import TABLES
+    from crawlstore.config import current
+
+    for name, kind in current().kinds.items():
+        table = TABLES[name]
+        assert (table.key, set(table.columns)) == (kind.key_field, {*kind.fields, "crawled_at"}), name
+        properties = MAPPINGS[name]["properties"]
+        assert set(properties) == {*kind.fields, "source", "crawled_at", "kafka"}, name
+        searched = {f for f, p in properties.items() if p.get("type") == "text"}
+        assert searched == {f for f, spec in kind.fields.items() if spec.search}, name
