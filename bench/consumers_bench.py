@@ -44,14 +44,16 @@ from kafka.admin import NewTopic
 from opensearchpy import OpenSearch
 
 from consumers.batching import Decoded
-from consumers.opensearch import INDEX_SETTINGS, MAPPINGS
-from consumers.postgres import PRODUCTS, copy_text
+from consumers.opensearch import INDEX_SETTINGS, mapping_for
+from consumers.postgres import copy_text
+from consumers.postgres_schema import TableSpec
 from consumers.webhdfs import WebHdfs
 from crawlstore.items import item_type
 from crawlstore.messages import Record, decode_item, encode_item
 from crawlstore.settings import HdfsSettings, KafkaSettings, OpenSearchSettings, PostgresSettings
 
 ProductItem = item_type("product")
+PRODUCTS = TableSpec.for_kind(ProductItem.spec)
 
 ROOT = Path(__file__).resolve().parents[1]
 PORTS = {"postgres": 19201, "opensearch": 19202, "hdfs": 19203}
@@ -363,7 +365,9 @@ def os_bulk(decoded: list[Decoded], settings: OpenSearchSettings, batch: int = 2
     """_bulk from a plain client: the same documents, same mapping, same batch size, no versioning."""
     client = OpenSearch(hosts=[settings.url], timeout=120)
     index = f"bench-raw-{uuid.uuid4().hex[:8]}"
-    client.indices.create(index=index, body={"settings": INDEX_SETTINGS, "mappings": MAPPINGS["product"]})
+    client.indices.create(
+        index=index, body={"settings": INDEX_SETTINGS, "mappings": mapping_for(ProductItem.spec)}
+    )
     bodies = []
     for start in range(0, len(decoded), batch):
         lines = []

@@ -16,15 +16,15 @@ these would let an older item overwrite a newer one. Crawl time is the item's ow
 same version of each item. The offset breaks ties between two crawls in the same millisecond.
 
 Index templates and mappings are owned here: created on start (idempotent), one index per item
-kind (`<prefix>products`, `<prefix>readings`), strict mappings so schema drift surfaces as dead
-letters (and trips the breaker) instead of silently unsearchable fields.
+declared kind (`<prefix><kind>s`), mappings derived from the kind's declaration and strict, so
+schema drift surfaces as dead letters (and trips the breaker) instead of unsearchable fields.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,8 +36,9 @@ from opensearchpy.exceptions import TransportError
 from consumers.batching import Batch, Decoded, Rejection
 from consumers.errors import FatalError, StoreRejected, TransientError
 from consumers.sink import SinkTask
+from crawlstore.config import FieldSpec, KindSpec, current
+from crawlstore.config.evolution import ADVICE, declaration, unsafe_changes
 from crawlstore.dlq import STAGE_SINK
-from crawlstore.items import item_types
 from crawlstore.settings import OpenSearchSettings
 
 log = logging.getLogger(__name__)
@@ -64,42 +65,48 @@ KAFKA_LINEAGE = {
     }
 }
 URL = {"type": "keyword", "ignore_above": 4096}
-MONEY = {"type": "scaled_float", "scaling_factor": 100}
-MEASURE = {"type": "double"}
-MAPPINGS: dict[str, dict[str, Any]] = {
-    "product": {
+KEYWORD = {"type": "keyword", "ignore_above": 1024}
+SEARCHED = {"type": "text", "fields": {"raw": KEYWORD}}
+INT32 = 2**31 - 1
+META = "crawlstore"  # the index mapping's _meta key holding the declaration it was prepared from
+
+
+def field_mapping(spec: FieldSpec) -> dict[str, Any]:
+    """The mapping of a declared field: searched text is analysed (with a keyword twin), ids are
+    keywords, decimals scaled floats with the declared places, JSON objects stored unindexed."""
+    t = spec.type
+    if t in ("text", "list[text]"):
+        return SEARCHED if spec.search else KEYWORD
+    if t == "decimal":
+        return {"type": "scaled_float", "scaling_factor": 10 ** (2 if spec.places is None else spec.places)}
+    if t == "integer":
+        small = spec.min is not None and spec.max is not None and spec.min >= -INT32 and spec.max <= INT32
+        return {"type": "integer" if small else "long"}
+    simple: dict[str, dict[str, Any]] = {
+        "identifier": {"type": "keyword"},
+        "enum": {"type": "keyword"},
+        "url": URL,
+        "float": {"type": "double"},
+        "boolean": {"type": "boolean"},
+        "timestamp": {"type": "date"},
+        "date": {"type": "date"},
+        "json": {"type": "object", "enabled": False},
+    }
+    return simple[t]
+
+
+def mapping_for(kind: KindSpec) -> dict[str, Any]:
+    """A kind's strict mapping: the key first, where it came from and when, the fields, lineage."""
+    properties: dict[str, Any] = {kind.key_field: field_mapping(kind.fields[kind.key_field])}
+    properties |= {"source": {"type": "keyword"}, "crawled_at": {"type": "date"}}
+    properties |= {name: field_mapping(f) for name, f in kind.fields.items()}
+    return {
         "dynamic": "strict",
-        "properties": {
-            "product_id": {"type": "keyword"},
-            "source": {"type": "keyword"},
-            "crawled_at": {"type": "date"},
-            "name": {"type": "text", "fields": {"raw": {"type": "keyword", "ignore_above": 1024}}},
-            "brand": {"type": "keyword", "ignore_above": 1024},
-            "category": {"type": "keyword", "ignore_above": 1024},
-            "price": MONEY,
-            "sale_price": MONEY,
-            "currency": {"type": "keyword"},
-            "url": URL,
-            "image_url": URL,
-            "rating": {"type": "float"},
-            "review_count": {"type": "integer"},
-            "kafka": KAFKA_LINEAGE,
-        },
-    },
-    "reading": {
-        "dynamic": "strict",
-        "properties": {
-            "reading_id": {"type": "keyword"},
-            "device_id": {"type": "keyword"},
-            "source": {"type": "keyword"},
-            "crawled_at": {"type": "date"},
-            "measured_at": {"type": "date"},
-            **{name: MEASURE for name in ("sensor1", "sensor2", "sensor3", "motor1", "motor2", "motor3")},
-            "is_fail": {"type": "boolean"},
-            "kafka": KAFKA_LINEAGE,
-        },
-    },
-}
+        "_meta": {META: declaration(kind)},
+        "properties": {**properties, "kafka": KAFKA_LINEAGE},
+    }
+
+
 # One shard is plenty per kind at this scale; replicas follow the cluster size (0 on one node).
 INDEX_SETTINGS = {"number_of_shards": 1, "auto_expand_replicas": "0-1", "refresh_interval": "1s"}
 
@@ -126,10 +133,15 @@ class OpenSearchSink(SinkTask):
     name = "opensearch"
 
     def __init__(
-        self, settings: OpenSearchSettings, index_prefix: str = "crawl-", timeout_s: float = 30.0
+        self,
+        settings: OpenSearchSettings,
+        index_prefix: str = "crawl-",
+        timeout_s: float = 30.0,
+        kinds: Iterable[KindSpec] | None = None,
     ) -> None:
         self.settings = settings
         self.index_prefix = index_prefix
+        self.kinds = {k.kind: k for k in (current().kinds.values() if kinds is None else kinds)}
         self.client = OpenSearch(
             hosts=[settings.url], timeout=timeout_s, max_retries=0, retry_on_timeout=False
         )
@@ -140,24 +152,28 @@ class OpenSearchSink(SinkTask):
     # -- lifecycle
 
     def start(self) -> None:
-        """Create (or update, additively) the templates and indices; idempotent."""
+        """Create, or extend additively, the template and index of every declared kind.
+
+        An index records the declaration it was prepared from in its mapping's `_meta`; a change
+        that cannot be applied safely (crawlstore.config.evolution) stops the sink, unchanged.
+        """
         try:
-            for kind, mapping in MAPPINGS.items():
-                index = self.index_for(kind)
+            existing = {kind: self._mapping(self.index_for(kind)) for kind in self.kinds}
+            self._refuse_unsafe_changes(existing)
+            for kind in self.kinds.values():
+                index, mapping = self.index_for(kind.kind), mapping_for(kind)
                 self.client.indices.put_index_template(
                     name=index,
                     body={
                         "index_patterns": [index],
                         "priority": 200,
                         "template": {"settings": INDEX_SETTINGS, "mappings": mapping},
-                        "_meta": {
-                            "owner": "crawlstore consumers",
-                            "schema": item_types()[kind].schema_version,
-                        },
+                        "_meta": {"owner": "crawlstore consumers", "schema": kind.schema_version},
                     },
                 )
-                if self.client.indices.exists(index=index):
-                    self._extend_mapping(index, mapping)
+                found = existing[kind.kind]
+                if found is not None:
+                    self._extend_mapping(index, mapping, found)
                 else:
                     self.client.indices.create(
                         index=index, body={}, params={"ignore": 400}
@@ -168,19 +184,51 @@ class OpenSearchSink(SinkTask):
             if exc.status_code in RETRY_STATUS:
                 raise TransientError(f"OpenSearch not ready: {exc}") from exc
             raise FatalError(f"cannot set up the OpenSearch indices: {exc}") from exc
-        log.info("opensearch sink ready: indices %s", ", ".join(map(self.index_for, MAPPINGS)))
+        log.info("opensearch sink ready: indices %s", ", ".join(map(self.index_for, self.kinds)))
 
-    def _extend_mapping(self, index: str, mapping: dict[str, Any]) -> None:
-        """Add the fields of a newer schema to an existing index (additive changes only)."""
-        try:
-            self.client.indices.put_mapping(index=index, body=mapping)
-        except TransportError as exc:
-            if exc.status_code != 400:
-                raise
-            # Someone changed the mapping (or created the index first). Keep going: documents that
-            # do not fit are dead-lettered one by one, and the breaker stops us if that is all of them.
-            reason = _error_text(exc.info.get("error"))[1] if isinstance(exc.info, dict) else str(exc)
-            log.warning("index %s has a mapping that conflicts with the sink's: %s", index, reason)
+    def _mapping(self, index: str) -> dict[str, Any] | None:
+        """The index's current mapping, or None when there is no such index."""
+        if not self.client.indices.exists(index=index):
+            return None
+        found: dict[str, Any] = self.client.indices.get_mapping(index=index)
+        for entry in found.values():
+            mapping: dict[str, Any] = entry.get("mappings", {})
+            return mapping
+        return {}
+
+    def _refuse_unsafe_changes(self, existing: Mapping[str, dict[str, Any] | None]) -> None:
+        refused = []
+        for name, kind in self.kinds.items():
+            recorded = (existing[name] or {}).get("_meta", {}).get(META)
+            if recorded is None:
+                continue  # a new index, or one prepared before declarations were recorded
+            index = self.index_for(name)
+            rows = int(self.client.count(index=index)["count"])
+            refused += [f"index {index}: {p}" for p in unsafe_changes(recorded, declaration(kind), rows)]
+        if refused:
+            problems = "; ".join(refused)
+            raise FatalError(f"the declared kinds cannot be applied to OpenSearch: {problems}. {ADVICE}")
+
+    def _extend_mapping(self, index: str, mapping: dict[str, Any], found: dict[str, Any]) -> None:
+        """Record the declaration and add the fields the index lacks (additions never conflict).
+
+        A field the index already maps differently (an index made by an older version) keeps its
+        mapping: documents still index, and a change of the declared type is refused above.
+        """
+        have = found.get("properties", {})
+        added = {k: v for k, v in mapping["properties"].items() if k not in have}
+        self.client.indices.put_mapping(index=index, body={"_meta": mapping["_meta"], "properties": added})
+        if added:
+            log.info("index %s: added field(s) %s", index, ", ".join(added))
+        differing = sorted(
+            k for k, v in mapping["properties"].items() if k in have and have[k].get("type") != v.get("type")
+        )
+        if differing:
+            log.info(
+                "index %s keeps its own mapping of %s (made by an earlier version)",
+                index,
+                ", ".join(differing),
+            )
 
     def open(
         self, partitions: Collection[TopicPartition], committed: Mapping[TopicPartition, int | None]
@@ -203,7 +251,7 @@ class OpenSearchSink(SinkTask):
 
     def payload(self, items: Sequence[Decoded]) -> bytes:
         """The `_bulk` body: per item an index action (id, external version) and the document."""
-        indices = {kind: json.dumps(self.index_for(kind)).encode() for kind in item_types()}
+        indices = {kind: json.dumps(self.index_for(kind)).encode() for kind in self.kinds}
         lines: list[bytes] = []
         for decoded in items:
             item = decoded.item

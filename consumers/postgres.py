@@ -19,97 +19,28 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
 from kafka.structs import TopicPartition
-from psycopg2 import sql
 from psycopg2.extensions import connection as PgConnection
 from psycopg2.extensions import cursor as PgCursor
 from psycopg2.extras import execute_values
 
 from consumers.batching import Batch, Decoded, Rejection
 from consumers.errors import FatalError, StoreRejected, TransientError
+from consumers.postgres_schema import TableSpec, prepare_tables
 from consumers.sink import SinkTask
+from crawlstore.config import KindSpec, current
 from crawlstore.dlq import STAGE_SINK
 from crawlstore.settings import PostgresSettings
 
 log = logging.getLogger(__name__)
-
-LINEAGE = ("raw", "kafka_topic", "kafka_partition", "kafka_offset")
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    """How one item kind maps onto its table: typed columns, then raw JSONB and Kafka lineage."""
-
-    table: str
-    key: str
-    columns: tuple[str, ...]
-
-    @property
-    def all_columns(self) -> tuple[str, ...]:
-        return (*self.columns, *LINEAGE)
-
-    def upsert(self) -> sql.Composed:
-        """INSERT ... ON CONFLICT DO UPDATE, only when the incoming row is newer (stale-write guard)."""
-        cols = self.all_columns
-        return sql.SQL(
-            "INSERT INTO {table} AS t ({cols}) VALUES %s "
-            "ON CONFLICT ({key}) DO UPDATE SET {updates}, landed_at = now() "
-            "WHERE (EXCLUDED.crawled_at, EXCLUDED.kafka_offset) > (t.crawled_at, t.kafka_offset)"
-        ).format(
-            table=sql.Identifier(self.table),
-            cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
-            key=sql.Identifier(self.key),
-            updates=sql.SQL(", ").join(
-                sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in cols if c != self.key
-            ),
-        )
-
-    @property
-    def stage(self) -> str:
-        return f"crawlstore_stage_{self.table}"
-
-    def create_stage(self) -> sql.Composed:
-        # A temp table lives as long as the session; ON COMMIT DELETE ROWS empties it per batch.
-        return sql.SQL(
-            "CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-        ).format(stage=sql.Identifier(self.stage), table=sql.Identifier(self.table))
-
-    def copy(self) -> sql.Composed:
-        return sql.SQL("COPY {stage} ({cols}) FROM STDIN").format(
-            stage=sql.Identifier(self.stage), cols=sql.SQL(", ").join(map(sql.Identifier, self.all_columns))
-        )
-
-    def merge(self) -> sql.Composed:
-        """The staged rows into the table: the newest per key only, and only over an older row."""
-        cols = sql.SQL(", ").join(map(sql.Identifier, self.all_columns))
-        return sql.SQL(
-            "INSERT INTO {table} AS t ({cols}) "
-            "SELECT DISTINCT ON ({key}) {cols} FROM {stage} "
-            "ORDER BY {key}, crawled_at DESC, kafka_offset DESC "
-            "ON CONFLICT ({key}) DO UPDATE SET {updates}, landed_at = now() "
-            "WHERE (EXCLUDED.crawled_at, EXCLUDED.kafka_offset) > (t.crawled_at, t.kafka_offset)"
-        ).format(
-            table=sql.Identifier(self.table),
-            stage=sql.Identifier(self.stage),
-            cols=cols,
-            key=sql.Identifier(self.key),
-            updates=sql.SQL(", ").join(
-                sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
-                for c in self.all_columns
-                if c != self.key
-            ),
-        )
-
-    def template(self) -> str:
-        # Every value is a parameter; raw arrives as the record's JSON text and is cast to jsonb.
-        return "(" + ", ".join("%s::jsonb" if c == "raw" else "%s" for c in self.all_columns) + ")"
 
 
 @dataclass(frozen=True)
@@ -120,43 +51,6 @@ class Statement:
     query: str
     template: str
 
-
-PRODUCTS = TableSpec(
-    "products",
-    "product_id",
-    (
-        "product_id",
-        "name",
-        "brand",
-        "category",
-        "price",
-        "sale_price",
-        "currency",
-        "url",
-        "image_url",
-        "rating",
-        "review_count",
-        "crawled_at",
-    ),
-)
-READINGS = TableSpec(
-    "readings",
-    "reading_id",
-    (
-        "reading_id",
-        "device_id",
-        "sensor1",
-        "sensor2",
-        "sensor3",
-        "motor1",
-        "motor2",
-        "motor3",
-        "is_fail",
-        "measured_at",
-        "crawled_at",
-    ),
-)
-TABLES: dict[str, TableSpec] = {"product": PRODUCTS, "reading": READINGS}
 
 UPSERT_OFFSETS = (
     "INSERT INTO kafka_offsets (consumer_group, topic, kafka_partition, next_offset) VALUES %s "
@@ -177,6 +71,11 @@ def row_values(spec: TableSpec, decoded: Decoded) -> tuple[Any, ...]:
     item, record = decoded.item, decoded.record
     raw = record.value.decode("utf-8") if record.value is not None else "null"
     typed = tuple(getattr(item, c) for c in spec.columns)
+    if spec.json_columns:  # lists and objects go to jsonb columns as JSON text
+        typed = tuple(
+            json.dumps(v, ensure_ascii=False) if i in spec.json_columns and v is not None else v
+            for i, v in enumerate(typed)
+        )
     return (*typed, raw, record.topic, record.partition, record.offset)
 
 
@@ -211,10 +110,16 @@ class PostgresSink(SinkTask):
     name = "postgres"
 
     def __init__(
-        self, settings: PostgresSettings, group: str, connect: Callable[..., PgConnection] = psycopg2.connect
+        self,
+        settings: PostgresSettings,
+        group: str,
+        connect: Callable[..., PgConnection] = psycopg2.connect,
+        kinds: Iterable[KindSpec] | None = None,
     ) -> None:
         self.settings = settings
         self.group = group
+        self.kinds = list(current().kinds.values() if kinds is None else kinds)
+        self.tables = {kind.kind: TableSpec.for_kind(kind) for kind in self.kinds}
         self._connect = connect
         self._conn: PgConnection | None = None
         self._staged = False
@@ -238,12 +143,17 @@ class PostgresSink(SinkTask):
                 raise TransientError(f"PostgreSQL unreachable: {str(exc).strip()}") from exc
             try:
                 with conn.cursor() as cur:
-                    for spec in TABLES.values():
+                    for change in prepare_tables(cur, self.kinds):
+                        log.info("schema: %s", change)
+                    for spec in self.tables.values():
                         cur.execute(spec.create_stage())
                 conn.commit()
+            except FatalError:
+                conn.close()
+                raise
             except psycopg2.Error as exc:
                 conn.close()
-                raise self._fail(exc, "creating the staging tables") from exc
+                raise self._fail(exc, "preparing the tables") from exc
             self._conn = conn
         return self._conn
 
@@ -276,7 +186,7 @@ class PostgresSink(SinkTask):
         log.info(
             "postgres sink ready (group %s, tables %s)",
             self.group,
-            ", ".join(s.table for s in TABLES.values()),
+            ", ".join(s.table for s in self.tables.values()),
         )
 
     def open(
@@ -305,12 +215,11 @@ class PostgresSink(SinkTask):
                 )
         return stored
 
-    @staticmethod
-    def encode(items: Sequence[Decoded]) -> dict[TableSpec, tuple[list[Decoded], str]]:
+    def encode(self, items: Sequence[Decoded]) -> dict[TableSpec, tuple[list[Decoded], str]]:
         """Per table: its rows, and their COPY text."""
         by_table: dict[TableSpec, list[Decoded]] = defaultdict(list)
         for decoded in items:
-            by_table[TABLES[decoded.item.kind]].append(decoded)
+            by_table[self.tables[decoded.item.kind]].append(decoded)
         return {spec: (rows, copy_text(spec, rows)) for spec, rows in by_table.items()}
 
     def prepare(self, batch: Batch) -> None:

@@ -260,16 +260,51 @@ def test_the_derived_models_of_the_bundled_kinds_validate_as_declared() -> None:
         assert kind in str(caught.value)
 
 
-def test_the_stores_hand_kept_layouts_agree_with_the_declared_kinds() -> None:
-    """Until the stores are derived from the kinds too, their layouts may not drift from them."""
-    from consumers.opensearch import MAPPINGS
-    from consumers.postgres import TABLES
-    from crawlstore.config import current
+def test_a_kinds_model_table_and_mapping_are_derived_from_its_declaration(tmp_path: Path) -> None:
+    """One declaration, three derived layouts: no hand-kept copy anywhere to drift."""
+    from consumers.opensearch import mapping_for
+    from consumers.postgres_schema import TableSpec, column_type, create_table
 
-    for name, kind in current().kinds.items():
-        table = TABLES[name]
-        assert (table.key, set(table.columns)) == (kind.key_field, {*kind.fields, "crawled_at"}), name
-        properties = MAPPINGS[name]["properties"]
-        assert set(properties) == {*kind.fields, "source", "crawled_at", "kafka"}, name
-        searched = {f for f, p in properties.items() if p.get("type") == "text"}
-        assert searched == {f for f, spec in kind.fields.items() if spec.search}, name
+    load.cache_clear()
+    kind = load(write(tmp_path, {"job.yaml": KIND}, {"acme_jobs.yaml": SOURCE})).kinds["job"]
+    model, table, mapping = derive(kind), TableSpec.for_kind(kind), mapping_for(kind)
+    declared = list(kind.fields)
+    assert list(model.model_fields) == ["source", "crawled_at", *declared]
+    assert (table.table, table.key, table.columns) == ("jobs", "job_id", (*declared, "crawled_at"))
+    assert [column_type(f) for f in kind.fields.values()] == [
+        "text", "text", "numeric(12, 2)", "timestamptz", "jsonb", "text",
+    ]  # fmt: skip
+    ddl = repr(create_table(kind))
+    assert all(f"Identifier('{name}')" in ddl for name in declared) and "PRIMARY KEY" in ddl
+    properties = mapping["properties"]
+    assert set(properties) == {*declared, "source", "crawled_at", "kafka"} and mapping["dynamic"] == "strict"
+    assert properties["title"]["type"] == "text" and properties["job_id"] == {"type": "keyword"}
+    assert properties["salary"] == {"type": "scaled_float", "scaling_factor": 100}
+    assert properties["posted_at"] == {"type": "date"} and properties["tags"]["type"] == "keyword"
+    assert mapping["_meta"]["crawlstore"]["fields"]["salary"] == {"type": "decimal", "required": False}
+
+
+def test_changes_a_store_cannot_apply_safely_are_named() -> None:
+    from crawlstore.config.evolution import unsafe_changes
+
+    before = {"key": "job_id", "fields": {"job_id": {"type": "identifier", "required": True},
+                                          "title": {"type": "text", "required": False}}}  # fmt: skip
+    added = {"key": "job_id", "fields": {**before["fields"], "city": {"type": "text", "required": False}}}
+    assert unsafe_changes(before, added, rows=10) == []
+    assert unsafe_changes(before, {**before, "key": "title"}, rows=0) == [
+        "the key changed from job_id to title"
+    ]
+    retyped = {
+        "key": "job_id",
+        "fields": {**before["fields"], "title": {"type": "integer", "required": False}},
+    }
+    assert unsafe_changes(before, retyped, 0) == ["field title changed type from text to integer"]
+    required = {"key": "job_id", "fields": {**before["fields"], "city": {"type": "text", "required": True}}}
+    assert unsafe_changes(before, required, rows=0) == []  # nothing to fill: fine on an empty store
+    assert unsafe_changes(before, required, rows=3) == [
+        "new field city is required but the store holds 3 record(s)"
+    ]
+    removed = {"key": "job_id", "fields": {"job_id": before["fields"]["job_id"]}}
+    assert unsafe_changes(before, removed, 0) == [
+        "field title was removed (its column and values stay; declare it again)"
+    ]

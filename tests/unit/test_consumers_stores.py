@@ -10,11 +10,15 @@ import pytest
 
 from consumers.batching import Decoded
 from consumers.opensearch import MAX_MS, OFFSET_BITS, external_version
-from consumers.postgres import PRODUCTS, READINGS, rounds, row_values
+from consumers.postgres import rounds, row_values
+from consumers.postgres_schema import TableSpec
+from crawlstore.config import current
 from crawlstore.items import item_type
 from crawlstore.messages import Record
 
 ProductItem = item_type("product")
+PRODUCTS = TableSpec.for_kind(current().kinds["product"])
+READINGS = TableSpec.for_kind(current().kinds["reading"])
 
 pytestmark = pytest.mark.unit
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -109,7 +113,10 @@ def test_postgres_encodes_each_table_once_as_copy_text() -> None:
     tricky = decoded("a", 1)
     tricky = Decoded(tricky.record, tricky.item.model_copy(update={"name": "a\tb\\c\nd"}))
     rows = [tricky, decoded("e", 2)]
-    tables = PostgresSink.encode(rows)
+    from crawlstore.settings import PostgresSettings
+
+    settings = PostgresSettings(host="x", db="x", user="x", password="x")  # type: ignore[arg-type]
+    tables = PostgresSink(settings, "group").encode(rows)
     assert list(tables) == [PRODUCTS]
     got_rows, text = tables[PRODUCTS]
     assert got_rows == rows
