@@ -212,22 +212,27 @@ class OpenSearchSink(SinkTask):
     def _extend_mapping(self, index: str, mapping: dict[str, Any], found: dict[str, Any]) -> None:
         """Record the declaration and add the fields the index lacks (additions never conflict).
 
-        A field the index already maps differently (an index made by an older version) keeps its
-        mapping: documents still index, and a change of the declared type is refused above.
+        A field the index already maps differently (made by someone else or an older version)
+        keeps its mapping, with a warning; a change of the declared type is refused above.
         """
         have = found.get("properties", {})
         added = {k: v for k, v in mapping["properties"].items() if k not in have}
-        self.client.indices.put_mapping(index=index, body={"_meta": mapping["_meta"], "properties": added})
+        body = {"dynamic": mapping["dynamic"], "_meta": mapping["_meta"], "properties": added}
+        self.client.indices.put_mapping(index=index, body=body)
         if added:
             log.info("index %s: added field(s) %s", index, ", ".join(added))
-        differing = sorted(
-            k for k, v in mapping["properties"].items() if k in have and have[k].get("type") != v.get("type")
-        )
+        differing = [
+            f"{k} is {have[k].get('type')}, the declaration says {v.get('type')}"
+            for k, v in mapping["properties"].items()
+            if k in have and have[k].get("type") != v.get("type")
+        ]
         if differing:
-            log.info(
-                "index %s keeps its own mapping of %s (made by an earlier version)",
+            # Made by someone else or an earlier version. Documents that do not fit are dead-lettered
+            # one by one, and the breaker stops us if that is all of them.
+            log.warning(
+                "index %s has a mapping that conflicts with the sink's (%s); it keeps its own",
                 index,
-                ", ".join(differing),
+                "; ".join(differing),
             )
 
     def open(

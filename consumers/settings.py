@@ -14,11 +14,10 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumers.hdfs_files import safe_root
+from crawlstore.config import current
 from crawlstore.connectors import consumer_group
 from crawlstore.topics import DLQ_SUFFIX, PIPELINE_TOPICS, dlq_topic
 
-# Pipeline topics only: `-` is not in the class, so no `<topic>-dlq` ever matches.
-DEFAULT_TOPIC_PATTERN = r"^crawl\.[a-z_]+$"
 MIB = 1024 * 1024
 
 
@@ -47,7 +46,7 @@ class ConsumerSettings(BaseSettings):
     group: str | None = Field(None, description="consumer group (default crawlstore-<sink>)")
     topics: str | None = Field(None, description="comma-separated topic names (instead of a pattern)")
     topic_pattern: str | None = Field(
-        None, description=f"regex of topics to follow, new ones included (default {DEFAULT_TOPIC_PATTERN})"
+        None, description="regex of topics to follow, new ones included (default: the declared topics)"
     )
     batch_max_records: int | None = Field(None, gt=0, description="flush after this many records")
     batch_max_bytes: int | None = Field(None, gt=0, description="flush after this many key+value bytes")
@@ -135,8 +134,9 @@ class RuntimeConfig:
 
 def resolve(sink: str, settings: ConsumerSettings) -> RuntimeConfig:
     defaults = SINK_DEFAULTS[sink]
-    topics = tuple(settings.topic_list())
-    pattern = None if topics else (settings.topic_pattern or DEFAULT_TOPIC_PATTERN)
+    # By default a consumer follows exactly the topics the configuration's sources publish to.
+    topics = tuple(settings.topic_list()) or (() if settings.topic_pattern else current().topics)
+    pattern = None if topics else settings.topic_pattern
     return RuntimeConfig(
         sink=sink,
         group=settings.group or consumer_group(sink),

@@ -450,6 +450,7 @@ def run_consumer(tmp_path: Path, stack_env: dict[str, str]) -> Iterator[Callable
         pattern: str | None = None,
         group: str | None = None,
         start: bool = True,
+        config_dir: Path | None = None,
         **env: Any,
     ) -> ConsumerProcess:
         port = free_port()
@@ -473,6 +474,8 @@ def run_consumer(tmp_path: Path, stack_env: dict[str, str]) -> Iterator[Callable
         full_env = {k: v for k, v in stack_env.items() if not k.startswith("CONSUMER_")}
         full_env.update(settings)
         full_env["PYTHONUNBUFFERED"] = "1"
+        if config_dir is not None:  # item kinds and sources from another configuration folder
+            full_env["CRAWLSTORE_CONFIG_DIR"] = str(config_dir)
         proc = ConsumerProcess(sink, full_env, tmp_path / f"{sink}-{len(procs)}.log", port)
         procs.append(proc)
         return proc.start() if start else proc

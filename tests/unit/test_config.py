@@ -160,8 +160,9 @@ def test_a_wrong_kind_is_refused_with_its_file_and_key(
     ("source", "expected"),
     [
         ({"kind": "article"}, "kind: 'article' is not a declared kind (job;"),
-        ({"topic": "crawl.jobs-dlq"}, "topic: 'crawl.jobs-dlq' must match"),
-        ({"topic": "../x"}, "topic: '../x' must match"),
+        ({"topic": "crawl.jobs-dlq"}, "topic: 'crawl.jobs-dlq' must be lower-case dotted words"),
+        ({"topic": "../x"}, "topic: '../x' must be lower-case dotted words"),
+        ({"topic": "Crawl.Jobs"}, "topic: 'Crawl.Jobs' must be lower-case dotted words"),
         ({"spider": "selenium"}, "spider: Input should be 'catalogue' or 'json_api'"),
         (
             {"extract": {"item_links": "a::attr(href)", "salery": "td::text"}},

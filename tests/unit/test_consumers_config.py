@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from consumers.kafka_config import consumer_config, producer_config
 from consumers.metrics import ConsumerMetrics
-from consumers.settings import DEFAULT_TOPIC_PATTERN, ConsumerSettings, resolve
+from consumers.settings import ConsumerSettings, resolve
 from crawlstore.settings import KafkaSettings
 
 pytestmark = pytest.mark.unit
@@ -26,7 +24,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_defaults_per_sink() -> None:
     config = resolve("postgres", ConsumerSettings())
     assert config.group == "crawlstore-postgres"
-    assert config.topic_pattern == DEFAULT_TOPIC_PATTERN and config.topics == ()
+    # The declared topics, exactly: no pattern that could pick up a topic of an undeclared kind.
+    assert config.topics == ("crawl.products", "crawl.readings") and config.topic_pattern is None
     assert config.metrics_port == 9101
     assert resolve("opensearch", ConsumerSettings()).metrics_port == 9102
     hdfs = resolve("hdfs", ConsumerSettings())
@@ -45,15 +44,10 @@ def test_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (config.batch_max_records, config.batch_max_wait_s, config.metrics_port) == (7, 0.25, 0)
 
 
-def test_default_pattern_matches_pipeline_topics_only() -> None:
-    pattern = re.compile(DEFAULT_TOPIC_PATTERN)
-    assert (
-        pattern.match("crawl.products")
-        and pattern.match("crawl.readings")
-        and pattern.match("crawl.new_kind")
-    )
-    for other in ("crawl.products-dlq", "crawl.readings-dlq", "test.x", "crawl.", "xcrawl.products"):
-        assert not pattern.match(other)
+def test_an_explicit_pattern_replaces_the_declared_topics(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONSUMER_TOPIC_PATTERN", r"^crawl\.[a-z_]+$")
+    config = resolve("postgres", ConsumerSettings())
+    assert (config.topics, config.topic_pattern) == ((), r"^crawl\.[a-z_]+$")
 
 
 @pytest.mark.parametrize(

@@ -28,8 +28,9 @@ NAVIGATION_KEYS: dict[str, frozenset[str]] = {
     "catalogue": frozenset({"item_links", "next_page"}),
     "json_api": frozenset({"records", "next_page"}),
 }
-# The consumers follow the topics matching their pattern (consumers.settings DEFAULT_TOPIC_PATTERN).
-TOPIC = re.compile(r"^crawl\.[a-z_]+$")
+# A pipeline topic: lower-case dotted words. No `-`, so it can never be a `-dlq` or `-dlq-parking` twin.
+TOPIC = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+){0,8}$")
+MAX_TOPIC = 200
 MAX_FILE_BYTES = 1_000_000
 M = TypeVar("M", bound=BaseModel)
 
@@ -169,10 +170,10 @@ def _cross_check(
                     f"({', '.join(kinds) or 'none'}; one kinds/<kind>.yaml each)"
                 )
             continue
-        if not TOPIC.fullmatch(source.topic):
+        if not TOPIC.fullmatch(source.topic) or len(source.topic) > MAX_TOPIC:
             problems.append(
-                f"{where}: topic: {source.topic!r} must match {TOPIC.pattern} "
-                "(the topics the consumers follow)"
+                f"{where}: topic: {source.topic!r} must be lower-case dotted words "
+                f"({TOPIC.pattern}, at most {MAX_TOPIC} characters; its twins add -dlq)"
             )
         other = topic_kinds.setdefault(source.topic, source.kind)
         if other != source.kind:
