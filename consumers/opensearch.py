@@ -71,6 +71,11 @@ INT32 = 2**31 - 1
 META = "crawlstore"  # the index mapping's _meta key holding the declaration it was prepared from
 
 
+def index_name(prefix: str, kind: str) -> str:
+    """The index of a kind: `<prefix><kind>s`, like its PostgreSQL table."""
+    return f"{prefix}{kind}s"
+
+
 def field_mapping(spec: FieldSpec) -> dict[str, Any]:
     """The mapping of a declared field: searched text is analysed (with a keyword twin), ids are
     keywords, decimals scaled floats with the declared places, JSON objects stored unindexed."""
@@ -147,7 +152,7 @@ class OpenSearchSink(SinkTask):
         )
 
     def index_for(self, kind: str) -> str:
-        return f"{self.index_prefix}{kind}s"
+        return index_name(self.index_prefix, kind)
 
     # -- lifecycle
 

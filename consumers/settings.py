@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from consumers.hdfs_files import safe_root
 from crawlstore.config import current
 from crawlstore.connectors import consumer_group
-from crawlstore.topics import DLQ_SUFFIX, PIPELINE_TOPICS, dlq_topic
+from crawlstore.topics import DLQ_SUFFIX, dlq_topic, pipeline_topics
 
 MIB = 1024 * 1024
 
@@ -103,7 +103,7 @@ class ConsumerSettings(BaseSettings):
                 pattern = re.compile(self.topic_pattern)
             except re.error as exc:
                 raise ValueError(f"CONSUMER_TOPIC_PATTERN is not a regex: {exc}") from exc
-            probes = [dlq_topic(t) for t in PIPELINE_TOPICS] + ["test.x-dlq", "crawl.x-dlq"]
+            probes = [dlq_topic(t) for t in pipeline_topics()] + ["test.x-dlq", "crawl.x-dlq"]
             if any(pattern.match(p) for p in probes):
                 raise ValueError(
                     f"CONSUMER_TOPIC_PATTERN {self.topic_pattern!r} matches dead-letter topics "

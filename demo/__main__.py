@@ -18,17 +18,23 @@ from typing import Any
 import psycopg2
 import requests
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from psycopg2 import sql
 
+from consumers.opensearch import index_name
+from consumers.postgres_schema import TableSpec
 from consumers.settings import ConsumerSettings
+from crawlstore.config import current
 from crawlstore.connectors import CONSUMER_GROUPS
 from crawlstore.dlq import failure_context
 from crawlstore.settings import HdfsSettings, KafkaSettings, OpenSearchSettings, PostgresSettings
 from crawlstore.sources import SOURCES
-from crawlstore.topics import PIPELINE_TOPICS, dlq_topic, parking_topic
+from crawlstore.topics import dlq_topic, parking_topic, pipeline_topics
 from demo.airflow_api import AirflowApi
 
 log = logging.getLogger("demo")
-HDFS_ROOT: str = ConsumerSettings.model_fields["hdfs_root"].default  # where the HDFS sink commits by default
+# Where the sinks put things by default.
+HDFS_ROOT: str = ConsumerSettings.model_fields["hdfs_root"].default
+INDEX_PREFIX: str = ConsumerSettings.model_fields["opensearch_index_prefix"].default
 
 
 def group_lag(kafka: KafkaSettings) -> dict[str, int]:
@@ -37,7 +43,7 @@ def group_lag(kafka: KafkaSettings) -> dict[str, int]:
     consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers)
     try:
         partitions = [
-            TopicPartition(t, p) for t in PIPELINE_TOPICS for p in consumer.partitions_for_topic(t) or ()
+            TopicPartition(t, p) for t in pipeline_topics() for p in consumer.partitions_for_topic(t) or ()
         ]
         end = consumer.end_offsets(partitions)
         lag = {}
@@ -142,20 +148,23 @@ def report(results: dict[str, Any], lag: dict[str, int], kafka: KafkaSettings) -
             f"at {r['publish_kafka']['rate']:,.0f} msg/s"
         )
     print("\n=== Landed ===")
+    kinds = current().kinds.values()
     with psycopg2.connect(**pg.connect_kwargs()) as conn, conn.cursor() as cur:
-        for table in ("products", "readings"):
-            cur.execute(f"SELECT count(*) FROM {table}")  # fixed table names
+        for kind in kinds:
+            table = TableSpec.for_kind(kind).table
+            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
             print(f"PostgreSQL  {table:<9} {cur.fetchone()[0]:>6} rows")
     conn.close()
-    for kind in ("products", "readings"):
-        count = requests.get(f"{os_settings.url}/crawl-{kind}/_count", timeout=10).json().get("count", 0)
-        print(f"OpenSearch  crawl-{kind:<9} {count:>6} documents")
-    for topic in PIPELINE_TOPICS:
+    for kind in kinds:
+        index = index_name(INDEX_PREFIX, kind.kind)
+        count = requests.get(f"{os_settings.url}/{index}/_count", timeout=10).json().get("count", 0)
+        print(f"OpenSearch  {index:<14} {count:>6} documents")
+    for topic in pipeline_topics():
         files, lines = hdfs_summary(hdfs, topic)
         print(f"HDFS        {HDFS_ROOT}/{topic}/  {files} file(s), {lines} line(s)")
     print(f"consumer lag: {', '.join(f'{g} {n}' for g, n in lag.items())}")
     print("\n=== Dead letters ===")
-    for topic in PIPELINE_TOPICS:
+    for topic in pipeline_topics():
         for t in (dlq_topic(topic), parking_topic(topic)):
             counts = dead_letters(kafka, t)
             detail = ", ".join(f"{k} x{n}" for k, n in counts.most_common(6))

@@ -17,7 +17,7 @@ from typing import Any
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 from consumers.replay.request import PARAMS
-from crawlstore.topics import PIPELINE_TOPICS
+from crawlstore.topics import pipeline_topics
 
 
 @dag(
@@ -28,7 +28,7 @@ from crawlstore.topics import PIPELINE_TOPICS
     start_date=datetime(2025, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
-    tags=["dlq", "replay", *PIPELINE_TOPICS],
+    tags=["dlq", "replay", *pipeline_topics()],
     default_args={"retries": 2, "retry_delay": timedelta(seconds=30), "retry_exponential_backoff": True},
     # Generated from the fields of ReplayRequest, like the CLI's options (python -m consumers.replay).
     params={p.name: Param(p.param_default, **p.param_kwargs()) for p in PARAMS},

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from crawlstore.connectors import CONNECTORS
-from crawlstore.topics import DLQ_SUFFIX, PARKING_SUFFIX, PIPELINE_TOPICS
+from crawlstore.topics import DLQ_SUFFIX, PARKING_SUFFIX, pipeline_topics
 
 if TYPE_CHECKING:
     from crawlstore.dlq import FailureContext
@@ -52,12 +52,8 @@ class ReplayRequest:
 
     run_id: str  # the DAG run id (CLI: --run-id); a rerun with the same id resumes
     topics: tuple[str, ...] = field(
-        default=PIPELINE_TOPICS,
-        metadata=_param(
-            "Pipeline topic whose `-dlq` to replay (empty: every pipeline topic)",
-            name="topic",
-            examples=list(PIPELINE_TOPICS),
-        ),
+        default_factory=pipeline_topics,
+        metadata=_param("Pipeline topic whose `-dlq` to replay (empty: every pipeline topic)", name="topic"),
     )
     sink: str | None = field(
         default=None,
@@ -225,13 +221,15 @@ class RequestParam:
 
     def param_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of airflow.sdk.Param (with the default as first argument)."""
-        extra = {"format": "date-time"} if self.kind is datetime else {}
+        extra: dict[str, Any] = {"format": "date-time"} if self.kind is datetime else {}
+        if self.kind is tuple:  # the topics: the configured ones as examples
+            extra["examples"] = list(pipeline_topics())
         return {"type": self.json_type, "description": self.description, **extra, **self.schema}
 
     def convert(self, raw: Any) -> Any:
         """A param's or option's value as the field's type; None or "" means the field's default."""
         if raw is None or raw == "":
-            return self.default
+            return pipeline_topics() if self.kind is tuple else self.default
         if self.kind is tuple:
             return tuple(str(v) for v in raw) if isinstance(raw, list | tuple) else (str(raw),)
         if self.kind is datetime:

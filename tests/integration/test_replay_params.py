@@ -9,7 +9,7 @@ import pytest
 
 from consumers.replay.reader import RateLimiter
 from consumers.replay.request import ReplayRequest, request_from_params, request_from_values
-from crawlstore.topics import PIPELINE_TOPICS
+from crawlstore.topics import pipeline_topics
 
 pytestmark = pytest.mark.unit
 DAY = (datetime(2026, 11, 10, tzinfo=UTC), datetime(2026, 11, 11, tzinfo=UTC))
@@ -26,7 +26,7 @@ def resolve(run_type: str, interval: tuple[datetime, datetime] | None = DAY, **p
 def test_scheduled_and_backfill_runs_replay_the_failures_of_their_interval(run_type: str) -> None:
     request = resolve(run_type)
     assert (request.failed_from, request.failed_to) == DAY
-    assert request.topics == PIPELINE_TOPICS and request.target == "sink" and request.max_replays == 3
+    assert request.topics == pipeline_topics() and request.target == "sink" and request.max_replays == 3
     assert not request.dry_run and request.group == "crawlstore-dlq-replay.r1"
 
 

@@ -6,8 +6,12 @@ from dataclasses import dataclass, field
 
 from crawlstore.config import current
 
-# The topics the configured sources publish to (crawlstore.config); one kind each.
-PIPELINE_TOPICS: tuple[str, ...] = current().topics
+
+def pipeline_topics() -> tuple[str, ...]:
+    """The topics the configured sources publish to (crawlstore.config), one kind each, sorted."""
+    return current().topics
+
+
 DLQ_SUFFIX = "-dlq"
 PARKING_SUFFIX = "-dlq-parking"
 WEEK_MS = 7 * 24 * 3600 * 1000
@@ -32,7 +36,7 @@ class TopicSpec:
 def topic_specs(partitions: int) -> list[TopicSpec]:
     """Main topics keep a week; dead letters are kept until someone deals with them."""
     specs: list[TopicSpec] = []
-    for topic in PIPELINE_TOPICS:
+    for topic in pipeline_topics():
         specs.append(TopicSpec(topic, partitions, {"retention.ms": str(WEEK_MS)}))
         specs.append(TopicSpec(dlq_topic(topic), 1, {"retention.ms": "-1"}))
         specs.append(TopicSpec(parking_topic(topic), 1, {"retention.ms": "-1"}))
