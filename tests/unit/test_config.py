@@ -183,6 +183,18 @@ def test_a_wrong_kind_is_refused_with_its_file_and_key(
             "'other' is declared in a file named 'acme_jobs.yaml'; name the file other.yaml",
         ),
         ({"start_url": ""}, "start_url: String should have at least 1 character"),
+        (
+            {"extract": {"item_links": "a::attr(href)", "title": {"path": "data.title"}}},
+            "extract.title: a catalogue source finds values by css, xpath, jsonld, script",
+        ),
+        (
+            {"extract": {"item_links": {"css": "a::attr(href)"}}},
+            "extract.item_links: a navigation key takes a plain selector",
+        ),
+        (
+            {"extract": {"item_links": "a::attr(href)", "title": {"css": "h1", "xpath": "//h1"}}},
+            "extract: title: give exactly one of css, xpath, jsonld, script, path (given: css, xpath)",
+        ),
     ],
 )
 def test_a_wrong_source_is_refused_with_its_file_and_key(

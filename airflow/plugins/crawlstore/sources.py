@@ -28,6 +28,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from crawlstore.config import NAVIGATION_KEYS, SourceSpec, current
+from crawlstore.config.models import Extract
 
 SpiderName = Literal["catalogue", "json_api"]
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -44,7 +45,8 @@ class Source:
     start_url: str
     schedule: str
     description: str
-    selectors: Mapping[str, str] = field(default_factory=dict)
+    # Per field (crawlstore.crawl.extract): a selector string, or a mapping of finder, regex, default.
+    selectors: Mapping[str, Any] = field(default_factory=dict)
     # Scrapy settings for this source only (politeness that suits the site), over the defaults.
     crawl_settings: Mapping[str, Any] = field(default_factory=dict)
 
@@ -57,7 +59,7 @@ class Source:
         return hash(self.name)
 
     @property
-    def field_selectors(self) -> dict[str, str]:
+    def field_selectors(self) -> dict[str, Any]:
         """Selectors of item fields (navigation keys left out)."""
         return {k: v for k, v in self.selectors.items() if k not in NAVIGATION_KEYS[self.spider]}
 
@@ -71,7 +73,7 @@ class Source:
             start_url=spec.start_url,
             schedule=spec.schedule,
             description=spec.description,
-            selectors=dict(spec.extract),
+            selectors={k: _rule(v) for k, v in spec.extract.items()},
             crawl_settings=spec.politeness.scrapy_settings(),
         )
 
@@ -89,6 +91,10 @@ class Source:
     @classmethod
     def from_json(cls, text: str) -> Source:
         return cls(**json.loads(text))
+
+
+def _rule(rule: str | Extract) -> Any:
+    return rule if isinstance(rule, str) else rule.model_dump(exclude_none=True)
 
 
 def resolve_start_url(

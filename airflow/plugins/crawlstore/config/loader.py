@@ -187,6 +187,14 @@ def _cross_check(
                 f"{where}: extract.{key}: neither a field of kind {kind.kind} "
                 f"({', '.join(sorted(fields))}) nor one of {', '.join(sorted(navigation))}"
             )
+        for key, rule in source.extract.items():
+            if isinstance(rule, str):
+                continue
+            if key in navigation:
+                problems.append(f"{where}: extract.{key}: a navigation key takes a plain selector")
+            elif (rule.finder == "path") != (source.spider == "json_api"):
+                allowed = "path" if source.spider == "json_api" else "css, xpath, jsonld, script"
+                problems.append(f"{where}: extract.{key}: a {source.spider} source finds values by {allowed}")
         if source.spider == "catalogue" and "item_links" not in source.extract:
             problems.append(
                 f"{where}: extract.item_links: a catalogue source needs it (the detail page links)"

@@ -11,7 +11,7 @@ import re
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -201,6 +201,42 @@ class Politeness(Strict):
         return {names[k]: v for k, v in self.model_dump().items() if v is not None}
 
 
+FINDERS = ("css", "xpath", "jsonld", "script", "path")
+
+
+class Extract(Strict):
+    """How one field is found (crawlstore.crawl.extract): one finder, then regex and default."""
+
+    css: str | None = None
+    xpath: str | None = None
+    jsonld: str | None = Field(None, description="dotted path into the page's JSON-LD objects")
+    script: str | None = Field(None, description="CSS selector of a <script> holding JSON (with `path`)")
+    path: str | None = Field(None, description="dotted path into a JSON API record, or into `script`'s JSON")
+    regex: str | None = Field(None, description="keep the first group (or the whole match)")
+    default: str | int | float | bool | None = Field(None, description="when nothing is found")
+
+    @property
+    def finder(self) -> str:
+        if self.script is not None:
+            return "script"
+        return next(k for k in FINDERS if getattr(self, k) is not None)
+
+    @model_validator(mode="after")
+    def _one_finder(self) -> Extract:
+        given = [k for k in FINDERS if getattr(self, k) is not None and not (k == "path" and self.script)]
+        if len(given) != 1:
+            listed = ", ".join(given) or "none"
+            raise ValueError(f"give exactly one of {', '.join(FINDERS)} (given: {listed})")
+        if self.script is not None and self.path is None:
+            raise ValueError("`script` needs `path`, the dotted path into the script's JSON")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"regex {self.regex!r} is not a regular expression: {exc}") from exc
+        return self
+
+
 class SourceSpec(Strict):
     source: str
     kind: str
@@ -209,8 +245,31 @@ class SourceSpec(Strict):
     start_url: str = Field(min_length=1, max_length=4096)
     schedule: str = Field(min_length=1, max_length=200)
     description: str = ""
-    extract: dict[str, str]
+    extract: dict[str, str | Extract]
     politeness: Politeness = Politeness()
+
+    @field_validator("extract", mode="before")
+    @classmethod
+    def _rules(cls, value: Any) -> Any:
+        """Each rule validated here, so a mistake names its field rather than union branches."""
+        if not isinstance(value, dict):
+            return value
+        rules: dict[str, Any] = {}
+        for key, rule in value.items():
+            if isinstance(rule, str):
+                rules[key] = rule
+            elif isinstance(rule, dict):
+                try:
+                    rules[key] = Extract.model_validate(rule)
+                except ValidationError as exc:
+                    reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+                    raise ValueError(f"{key}: {reasons}") from None
+            else:
+                raise ValueError(
+                    f"{key}: a selector string or a rule ({', '.join(FINDERS)}, regex, default), "
+                    f"not {type(rule).__name__}"
+                )
+        return rules
 
     @model_validator(mode="after")
     def _names(self) -> SourceSpec:

@@ -14,28 +14,10 @@ from scrapy.http import Response
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
+from crawlstore.crawl.extract import first_or_joined, from_page, select
 from crawlstore.crawl.spiders.base import SourceSpider
 
 logger = logging.getLogger(__name__)
-
-XPATH_PREFIX = "xpath:"
-
-
-def select(response: Response, expression: str) -> list[str]:
-    """Every match of a CSS selector, or of an XPath one written as `xpath:<expr>`."""
-    if expression.startswith(XPATH_PREFIX):
-        return response.xpath(expression.removeprefix(XPATH_PREFIX)).getall()
-    return response.css(expression).getall()
-
-
-def extract(response: Response, expression: str) -> str | None:
-    """A field's value: the text of all matched text nodes joined, or else the first match."""
-    matches = select(response, expression)
-    if not matches:
-        return None
-    if expression.rstrip().endswith(("::text", "text()")):
-        return "".join(matches)
-    return matches[0]
 
 
 class CatalogueSpider(SourceSpider):
@@ -49,7 +31,7 @@ class CatalogueSpider(SourceSpider):
             logger.warning("no item links on listing page %s", response.url)
         for href in links:
             yield response.follow(href, callback=self.parse_item, errback=self.item_page_failed)
-        next_page = extract(response, selectors["next_page"]) if "next_page" in selectors else None
+        next_page = first_or_joined(response, selectors["next_page"]) if "next_page" in selectors else None
         if next_page and self.may_follow(response):
             number = int(response.meta.get("page_number", 1)) + 1
             yield response.follow(next_page, callback=self.parse, meta={"page_number": number})
@@ -66,5 +48,5 @@ class CatalogueSpider(SourceSpider):
 
     def parse_item(self, response: Response) -> Iterator[dict[str, Any]]:
         """A detail page: one item, every configured field (None where the page has none)."""
-        raw = {name: extract(response, expr) for name, expr in self.source.field_selectors.items()}
+        raw = {name: from_page(response, rule) for name, rule in self.source.field_selectors.items()}
         yield self.make_item(raw, response.url)

@@ -9,23 +9,10 @@ from typing import Any
 
 from scrapy.http import Response, TextResponse
 
+from crawlstore.crawl.extract import dig, from_record
 from crawlstore.crawl.spiders.base import SourceSpider
 
 logger = logging.getLogger(__name__)
-
-
-def dig(data: Any, path: str) -> Any:
-    """The value at a dotted path (`a.b.0`); None where the path leads nowhere."""
-    if not path:
-        return data
-    for step in path.split("."):
-        if isinstance(data, dict):
-            data = data.get(step)
-        elif isinstance(data, list) and step.lstrip("-").isdigit() and -len(data) <= int(step) < len(data):
-            data = data[int(step)]
-        else:
-            return None
-    return data
 
 
 class JsonApiSpider(SourceSpider):
@@ -56,7 +43,9 @@ class JsonApiSpider(SourceSpider):
                 if crawler := getattr(self, "crawler", None):
                     crawler.stats.inc_value("crawlstore/non_object_records")
                 continue
-            yield self.make_item({name: dig(record, path) for name, path in fields.items()}, response.url)
+            yield self.make_item(
+                {name: from_record(record, rule) for name, rule in fields.items()}, response.url
+            )
         next_page = dig(data, selectors["next_page"]) if "next_page" in selectors else None
         if isinstance(next_page, str) and next_page and self.may_follow(response):
             number = int(response.meta.get("page_number", 1)) + 1
