@@ -321,3 +321,60 @@ def test_changes_a_store_cannot_apply_safely_are_named() -> None:
     assert unsafe_changes(before, removed, 0) == [
         "field title was removed (its column and values stay; declare it again)"
     ]
+
+
+def test_a_derived_field_is_filled_from_its_rule() -> None:
+    reading = item_type("reading")
+    base = {
+        "source": "s",
+        "crawled_at": "2026-01-01T00:00:00Z",
+        "reading_id": "D1:20260101T000000",
+        "device_id": "D1",
+        "is_fail": False,
+        "measured_at": "2026-01-01T00:00:00Z",
+        "sensor1": 20.5,
+    }
+    assert reading.model_validate(base).status == "OK"
+    assert reading.model_validate({**base, "motor2": 1500.5}).status == "CRITICAL"
+    assert reading.model_validate({**base, "sensor3": 90}).status == "OK"  # above 90, not at it
+    assert reading.model_validate({**base, "is_fail": True}).status == "CRITICAL"
+    # What the stores read back is what was published: the value is derived again, the same.
+    critical = reading.model_validate({**base, "sensor1": 95})
+    assert reading.model_validate_json(critical.model_dump_json()).status == "CRITICAL"
+    assert reading.model_validate({**base, "status": "CRITICAL"}).status == "OK"  # never taken from input
+
+
+@pytest.mark.parametrize(
+    ("derived", "expected"),
+    [
+        ({"nope": {"when_any": ["salary > 1"], "then": "x"}}, "derived 'nope' must be an optional field"),
+        ({"job_id": {"when_any": ["salary > 1"], "then": "x"}}, "derived 'job_id' must be an optional field"),
+        ({"level": {"when_any": ["salary >> 1"], "then": "senior"}}, "is not `<field> <op> <value>`"),
+        (
+            {"level": {"when_any": ["wage > 1"], "then": "senior"}},
+            "'wage' is not a declared, non-derived field",
+        ),
+        (
+            {"level": {"when_any": ["salary > 1"], "then": "boss"}},
+            "'boss' is not one of its values (junior, senior)",
+        ),
+        ({"level": {"when_any": ["title matches '(['"], "then": "senior"}}, "is not a regular expression"),
+        ({"level": {"when_any": [], "then": "senior"}}, "when_any: Tuple should have at least 1 item"),
+        ({"level": {"when_any": ["salary > 1"], "then": "senior", "unless": 1}}, "unknown key(s) unless"),
+    ],
+)
+def test_a_wrong_derived_rule_is_refused(tmp_path: Path, derived: dict[str, Any], expected: str) -> None:
+    found = problems(write(tmp_path, {"job.yaml": {**KIND, "derived": derived}}, {"acme_jobs.yaml": SOURCE}))
+    assert any(expected in p for p in found), found
+
+
+def test_a_source_does_not_extract_a_derived_field(tmp_path: Path) -> None:
+    kind = {
+        **KIND,
+        "derived": {
+            "level": {"when_any": ["title matches '(?i)senior'"], "then": "senior", "else": "junior"}
+        },
+    }
+    source = {**SOURCE, "extract": {**SOURCE["extract"], "level": "td.level::text"}}
+    found = problems(write(tmp_path, {"job.yaml": kind}, {"acme_jobs.yaml": source}))
+    assert any("extract.level: neither a field of kind job" in p for p in found), found

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import re
 from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
@@ -26,7 +27,7 @@ from pydantic import (
 )
 
 from crawlstore.config import KindSpec, current
-from crawlstore.config.models import CHECK, FieldSpec
+from crawlstore.config.models import CHECK, CONDITION, Derived, FieldSpec
 
 NATURAL_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 URL = r"^https?://[^\s]+$"
@@ -125,6 +126,45 @@ def _check(rule: str) -> Any:
     return model_validator(mode="after")(check)
 
 
+def _literal(text: str) -> Any:
+    if text in ("true", "false"):
+        return text == "true"
+    if text.startswith("'"):
+        return text[1:-1]
+    return Decimal(text)
+
+
+def _condition(text: str) -> Callable[[Item], bool]:
+    match = CONDITION.fullmatch(text)
+    assert match is not None  # the config model validated it
+    name = match[1]
+    if match[4]:  # `matches`
+        pattern = re.compile(match[5])
+        return lambda item: isinstance(v := getattr(item, name), str) and pattern.search(v) is not None
+    holds, literal = OPERATORS[match[2]][0], _literal(match[3])
+
+    def check(item: Item) -> bool:
+        value = getattr(item, name)
+        if value is None:
+            return False
+        if isinstance(literal, Decimal) and not isinstance(value, bool):
+            return bool(holds(Decimal(str(value)), literal))
+        return bool(holds(value, literal))
+
+    return check
+
+
+def _deriving(name: str, rule: Derived) -> Any:
+    conditions = [_condition(c) for c in rule.when_any]
+
+    def fill(item: Item) -> Item:
+        # The item is not seen by anyone yet: set the field on the frozen model before handing it out.
+        object.__setattr__(item, name, rule.then if any(c(item) for c in conditions) else rule.otherwise)
+        return item
+
+    return model_validator(mode="after")(fill)
+
+
 def derive(spec: KindSpec) -> type[Item]:
     """The validation model of a kind: common fields, then the declared ones in their order."""
     fields: dict[str, Any] = {
@@ -132,6 +172,7 @@ def derive(spec: KindSpec) -> type[Item]:
         for name, f in spec.fields.items()
     }
     validators = {f"check_{i}": _check(rule) for i, rule in enumerate(spec.checks)}
+    validators |= {f"derive_{name}": _deriving(name, rule) for name, rule in spec.derived.items()}
     model = create_model(
         f"{spec.kind.title().replace('_', '')}Item", __base__=Item, __validators__=validators, **fields
     )

@@ -181,7 +181,7 @@ def _cross_check(
                 f"{where}: topic: {source.topic!r} already carries kind {other!r}; one topic carries one kind"
             )
         navigation = NAVIGATION_KEYS[source.spider]
-        fields = set(kind.fields) - set(COMMON_FIELDS)
+        fields = set(kind.fields) - set(COMMON_FIELDS) - set(kind.derived)  # the derived are not extracted
         for key in sorted(set(source.extract) - fields - navigation):
             problems.append(
                 f"{where}: extract.{key}: neither a field of kind {kind.kind} "

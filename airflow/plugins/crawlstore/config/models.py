@@ -52,6 +52,10 @@ CONSTRAINTS: dict[str, frozenset[str]] = {
     "json": frozenset(),
 }
 ALL_CONSTRAINTS = frozenset().union(*CONSTRAINTS.values())
+CONDITION = re.compile(
+    r"^\s*([a-z][a-z0-9_]*)\s*(?:(<=|<|>=|>|==|!=)\s*(-?\d+(?:\.\d+)?|true|false|'[^']*')"
+    r"|(matches)\s*'([^']*)')\s*$"
+)
 CHECK = re.compile(r"^\s*([a-z][a-z0-9_]*)\s*(<=|<|>=|>|==|!=)\s*([a-z][a-z0-9_]*)\s*$")
 TEMPLATE_PART = re.compile(r"\{([^{}]*)\}")
 
@@ -129,6 +133,27 @@ class KeyTemplate(Strict):
     template: str
 
 
+class Derived(Strict):
+    """A field the pipeline fills itself: `then` when any condition holds, else `else`."""
+
+    when_any: tuple[str, ...] = Field(
+        min_length=1, description="`<field> <op> <number|true|false|'text'>` or `<field> matches '<regex>'`"
+    )
+    then: str | int | float | bool
+    otherwise: str | int | float | bool | None = Field(None, alias="else")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(str(k) for k in data if k not in ("when_any", "then", "else"))
+            if unknown:
+                raise ValueError(f"unknown key(s) {', '.join(unknown)}; allowed: when_any, then, else")
+        return data
+
+
 class KindSpec(Strict):
     kind: str
     version: int = Field(1, ge=1, description="schema version, in the messages' crawlstore.schema header")
@@ -136,6 +161,7 @@ class KindSpec(Strict):
     key: str | KeyTemplate
     fields: dict[str, FieldSpec]
     checks: tuple[str, ...] = Field((), description="rules between fields, e.g. `sale_price <= price`")
+    derived: dict[str, Derived] = Field({}, description="fields filled from rules over the others")
 
     @property
     def key_field(self) -> str:
@@ -150,6 +176,7 @@ class KindSpec(Strict):
         self._check_fields()
         self._check_key()
         self._check_rules()
+        self._check_derived()
         return self
 
     def _check_fields(self) -> None:
@@ -185,6 +212,33 @@ class KindSpec(Strict):
                 spec = self.fields.get(name)
                 if spec is None or spec.type not in NUMERIC | {"timestamp", "date"}:
                     raise ValueError(f"check {check!r}: {name!r} is not a numeric or time field of the kind")
+
+    def _check_derived(self) -> None:
+        for name, rule in self.derived.items():
+            spec = self.fields.get(name)
+            if spec is None or spec.required or name == self.key_field:
+                raise ValueError(f"derived {name!r} must be an optional field of the kind, not the key")
+            for condition in rule.when_any:
+                match = CONDITION.fullmatch(condition)
+                if match is None:
+                    raise ValueError(
+                        f"derived {name}: condition {condition!r} is not `<field> <op> <value>` "
+                        "or `<field> matches '<regex>'`"
+                    )
+                other = self.fields.get(match[1])
+                if other is None or match[1] in self.derived:
+                    raise ValueError(f"derived {name}: {match[1]!r} is not a declared, non-derived field")
+                if match[4]:
+                    try:
+                        re.compile(match[5])
+                    except re.error as exc:
+                        raise ValueError(f"derived {name}: {match[5]!r} is not a regular expression") from exc
+            allowed = spec.values if spec.type == "enum" else None
+            for value in (rule.then, rule.otherwise):
+                if allowed is not None and value is not None and value not in allowed:
+                    raise ValueError(
+                        f"derived {name}: {value!r} is not one of its values ({', '.join(allowed)})"
+                    )
 
 
 class Politeness(Strict):
