@@ -205,8 +205,8 @@ class OpenSearchSink(SinkTask):
         refused = []
         for name, kind in self.kinds.items():
             recorded = (existing[name] or {}).get("_meta", {}).get(META)
-            if recorded is None:
-                continue  # a new index, or one prepared before declarations were recorded
+            if recorded is None or recorded == declaration(kind):
+                continue  # a new index, one prepared before declarations were recorded, or unchanged
             index = self.index_for(name)
             rows = int(self.client.count(index=index)["count"])
             refused += [f"index {index}: {p}" for p in unsafe_changes(recorded, declaration(kind), rows)]

@@ -649,3 +649,11 @@ def test_dependencies_wait_for_health_or_completion(services: dict[str, dict[str
             assert dependency in services, f"{name} depends on unknown {dependency}"
             wanted = "service_completed_successfully" if dependency in ONE_SHOT else "service_healthy"
             assert rule == {"condition": wanted}, f"{name} -> {dependency}"
+
+
+def test_published_ports_bind_to_loopback_only(services: dict[str, dict[str, Any]]) -> None:
+    """Nothing is reachable from other machines unless the user opens it (change 127.0.0.1)."""
+    for name, service in services.items():
+        for entry in service.get("ports") or []:
+            host_ip = entry.get("host_ip") if isinstance(entry, dict) else str(entry).split(":")[0]
+            assert host_ip == "127.0.0.1", f"{name} publishes {entry} on every interface"

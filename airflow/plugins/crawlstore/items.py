@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from crawlstore.config import KindSpec, current
-from crawlstore.config.models import CHECK, CONDITION, Derived, FieldSpec
+from crawlstore.config.models import CHECK, CONDITION, TEMPLATE_PART, Derived, FieldSpec
 
 NATURAL_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 URL = r"^https?://[^\s]+$"
@@ -211,7 +211,6 @@ def to_json_dict(item: Item) -> dict[str, Any]:
 
 def render_key(template: str, values: dict[str, Any]) -> str:
     """A key template filled: timestamps as YYYYmmddTHHMMSS (UTC), dates as YYYYmmdd."""
-    from crawlstore.config.models import TEMPLATE_PART
 
     def part(match: Any) -> str:
         value = values[match[1]]

@@ -78,11 +78,10 @@ class Strict(BaseModel):
     @classmethod
     def _known_keys(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            unknown = sorted(str(k) for k in data if k not in cls.model_fields)
+            keys = [f.alias or name for name, f in cls.model_fields.items()]  # as written in YAML
+            unknown = sorted(str(k) for k in data if k not in keys)
             if unknown:
-                raise ValueError(
-                    f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(cls.model_fields)}"
-                )
+                raise ValueError(f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(keys)}")
         return data
 
 
@@ -143,15 +142,6 @@ class Derived(Strict):
     otherwise: str | int | float | bool | None = Field(None, alias="else")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _known_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            unknown = sorted(str(k) for k in data if k not in ("when_any", "then", "else"))
-            if unknown:
-                raise ValueError(f"unknown key(s) {', '.join(unknown)}; allowed: when_any, then, else")
-        return data
 
 
 class KindSpec(Strict):
