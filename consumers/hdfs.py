@@ -1,15 +1,17 @@
-"""HDFS sink over WebHDFS: per-partition JSON Lines files, committed by rename, named by offsets.
+"""HDFS sink over WebHDFS: per-partition files, committed by rename, named by offsets.
 
 put() writes each partition's records of the batch to temp files (one per day of the records'
 timestamps, cut so their offset ranges are contiguous); flush() renames them, in offset order, to
-`<root>/<topic>/dt=<day>/<topic>+<partition>+<first>+<last>.jsonl`. The names are the source of
+`<day directory>/<topic>+<partition>+<first>+<last>.<format>`, the day directory and the format
+(JSON Lines, or Parquet typed from the kind: consumers.parquet) from the topic's layout in the
+configuration (`<root>/<topic>/dt=<day>` and JSON Lines by default). The names are the source of
 truth: on assignment the next offset of each partition is "last + 1" of its newest file, so a
 crash between a rename and the Kafka commit re-reads nothing that is already in a file, and a
 crash before the rename leaves only a temp file, deleted when the partition is opened again.
 
 Kafka's committed offset counts too, as a floor: it is only ever committed after the renames,
 and it is ahead of the files when a batch's last records were all dead-lettered (no file holds
-them). Each line is the item's JSON plus `kafka` lineage (topic, partition, offset, timestamp).
+them). Each line (row) is the item plus `kafka` lineage (topic, partition, offset, timestamp).
 """
 
 from __future__ import annotations
@@ -23,26 +25,28 @@ from collections import defaultdict
 from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
+from typing import Any
 
 from kafka.structs import TopicPartition
 
+from consumers import parquet
 from consumers.batching import Batch, Decoded, Rejection
-from consumers.errors import FatalError, TransientError
+from consumers.errors import FatalError, StoreRejected, TransientError
 from consumers.hdfs_files import (
-    DAY_DIR,
     CommittedFile,
+    Layout,
     Run,
-    final_path,
     next_offset,
     parse_file_name,
     safe_root,
     safe_segment,
     split_runs,
     temp_dir,
-    topic_dir,
 )
 from consumers.sink import SinkTask
 from consumers.webhdfs import WebHdfs
+from crawlstore.config import Config, current
+from crawlstore.dlq import STAGE_SINK
 from crawlstore.settings import HdfsSettings
 
 log = logging.getLogger(__name__)
@@ -67,11 +71,16 @@ class HdfsSink(SinkTask):
         datanode_url: str | None = None,
         client: WebHdfs | None = None,
         uploads: int = 4,
+        *,
+        config: Config | None = None,
     ) -> None:
         self.root = safe_root(root)
+        self.config = config or current()
+        self._layouts: dict[str, Layout] = {}
         self.fs = client or WebHdfs(settings.webhdfs_url, settings.user, datanode_url)
         self.next: dict[TopicPartition, int] = {}
         self._staged: list[tuple[TopicPartition, Run, str, str]] = []
+        self._schemas: dict[TopicPartition, Any] = {}  # Parquet schema per partition of the batch
         self._dirs: set[str] = set()
         self._pool = ThreadPoolExecutor(max_workers=uploads, thread_name_prefix="hdfs-upload")
 
@@ -79,13 +88,26 @@ class HdfsSink(SinkTask):
         self.fs.mkdirs(self.root)
         log.info("hdfs sink ready: committed files under %s", self.root)
 
+    def layout(self, topic: str) -> Layout:
+        """Where the topic's files go and in which format (the configuration's `topics/`)."""
+        layout = self._layouts.get(topic)
+        if layout is None:
+            spec, name = self.config.hdfs_layout(topic)
+            try:
+                layout = Layout.of(spec.path, self.root, topic, name, spec.format)
+            except ValueError as exc:
+                raise FatalError(f"topic {topic!r} cannot be laid out as {spec.path!r}: {exc}") from exc
+            self._layouts[topic] = layout
+        return layout
+
     def committed_files(self, topic: str) -> dict[str, CommittedFile]:
-        """Every committed file of a topic by path, from the directory listing."""
+        """Every committed file of a topic by path (either format), from the directory listing."""
         files: dict[str, CommittedFile] = {}
-        for day in self.fs.list(topic_dir(self.root, topic)) or []:
-            if day.get("type") != "DIRECTORY" or not DAY_DIR.fullmatch(day.get("pathSuffix", "")):
+        layout = self.layout(topic)
+        for day in self.fs.list(layout.base) or []:
+            if day.get("type") != "DIRECTORY" or not layout.is_day_dir(day.get("pathSuffix", "")):
                 continue
-            folder = f"{topic_dir(self.root, topic)}/{day['pathSuffix']}"
+            folder = f"{layout.base}/{day['pathSuffix']}"
             for entry in self.fs.list(folder) or []:
                 parsed = parse_file_name(entry.get("pathSuffix", ""))
                 if parsed is not None and parsed.topic == topic:
@@ -105,8 +127,12 @@ class HdfsSink(SinkTask):
             i = bisect.bisect_left(wanted, committed.first)
             if committed.partition != partition.partition or i == len(wanted) or wanted[i] > committed.last:
                 continue
-            for line in self.fs.read(path).splitlines():
-                lineage = json.loads(line).get("kafka") or {}
+            content = self.fs.read(path)
+            if committed.format == "parquet":
+                lineages = parquet.lineage(content)
+            else:
+                lineages = [json.loads(line).get("kafka") or {} for line in content.splitlines()]
+            for lineage in lineages:
                 if lineage.get("partition") == partition.partition and lineage.get("offset") in lookup:
                     found.add(int(lineage["offset"]))
         return found
@@ -144,28 +170,64 @@ class HdfsSink(SinkTask):
 
     def put(self, batch: Batch) -> list[Rejection]:
         self._staged = []
-        by_tp: dict[TopicPartition, list[tuple[int, date, bytes]]] = defaultdict(list)
+        by_tp: dict[TopicPartition, list[Decoded]] = defaultdict(list)
         for decoded in batch.items:
-            by_tp[decoded.tp].append((decoded.record.offset, record_day(decoded), decoded.document() + b"\n"))
+            by_tp[decoded.tp].append(decoded)
         uploads: list[tuple[TopicPartition, Run, str, str]] = []
+        rejected: list[Rejection] = []
+        self._schemas = {}
         for tp, span in sorted(batch.ranges.items()):
-            for run in split_runs(by_tp.get(tp, []), span.first, span.last):
+            layout = self.layout(tp.topic)
+            entries, bad = self._entries(layout, tp, by_tp.get(tp, []))
+            rejected += bad
+            for run in split_runs(entries, span.first, span.last):
                 if run.last < self.next.get(tp, 0):
                     continue  # renamed by an earlier attempt of this very batch
-                committed = CommittedFile(tp.topic, tp.partition, run.first, run.last)
-                temp = f"{temp_dir(self.root, tp.topic, tp.partition)}/{uuid.uuid4().hex}.jsonl"
-                uploads.append((tp, run, temp, final_path(self.root, run.day, committed)))
+                committed = CommittedFile(tp.topic, tp.partition, run.first, run.last, layout.format)
+                temp = f"{temp_dir(self.root, tp.topic, tp.partition)}/{uuid.uuid4().hex}.{layout.format}"
+                uploads.append((tp, run, temp, layout.final_path(run.day, committed)))
         # Uploads are independent (only the renames are ordered), and each WebHDFS CREATE waits
         # on the NameNode for a while: run them side by side.
-        futures = [
-            self._pool.submit(self.fs.create, temp, b"".join(run.lines)) for _, run, temp, _ in uploads
-        ]
+        futures = [self._pool.submit(self._upload, tp, run, temp) for tp, run, temp, _ in uploads]
         self._staged = uploads
         errors = [f.exception() for f in futures]
         for error in errors:
             if error is not None:
                 raise error
-        return []
+        return rejected
+
+    def _entries(
+        self, layout: Layout, tp: TopicPartition, items: list[Decoded]
+    ) -> tuple[list[tuple[int, date, Any]], list[Rejection]]:
+        """(offset, day, line or row) of each record the file format takes; why the others not."""
+        if layout.format != "parquet":
+            return [(d.record.offset, record_day(d), d.document() + b"\n") for d in items], []
+        if not items:
+            return [], []
+        kind = items[0].item.spec
+        self._schemas[tp] = schema = parquet.arrow_schema(kind)
+        rejected: list[Rejection] = []
+        same = []
+        for d in items:
+            if d.item.spec.kind == kind.kind:
+                same.append(d)
+            else:
+                error = StoreRejected("parquet_kind", f"a {d.item.spec.kind} among {kind.kind}s")
+                rejected.append(Rejection(d.record, error, STAGE_SINK))
+        rows = [parquet.row(d) for d in same]
+        bad = parquet.unconvertible(rows, schema)
+        rejected += [Rejection(same[i].record, error, STAGE_SINK) for i, error in bad.items()]
+        entries = [
+            (d.record.offset, record_day(d), r)
+            for i, (d, r) in enumerate(zip(same, rows, strict=True))
+            if i not in bad
+        ]
+        return entries, rejected
+
+    def _upload(self, tp: TopicPartition, run: Run, temp: str) -> None:
+        schema = self._schemas.get(tp)
+        content = parquet.encode(run.lines, schema) if schema is not None else b"".join(run.lines)
+        self.fs.create(temp, content)
 
     def flush(self, batch: Batch) -> None:
         for tp, run, temp, final in self._staged:

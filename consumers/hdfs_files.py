@@ -1,13 +1,15 @@
 """Names and paths of the HDFS sink's files (pure functions, no I/O).
 
-Committed file: `<root>/<topic>/dt=<YYYY-MM-DD>/<topic>+<partition>+<first>+<last>.jsonl`, as
+Committed file: `<day directory>/<topic>+<partition>+<first>+<last>.<jsonl|parquet>`, as
 Confluent's HDFS connector names them: the name says which offsets the file accounts for, so
-the next offset of a partition is recovered from the names alone. Temp files live under
+the next offset of a partition is recovered from the names alone. The day directory comes from
+the topic's layout (crawlstore.config `topics/`): `<root>/<topic>/dt=<YYYY-MM-DD>` unless a
+family says otherwise, e.g. `/raw/{name}/{date}`. Temp files live under
 `<root>/+tmp/<topic>/<partition>/` until they are renamed into place.
 
 Only validated segments make it into a path: topic names are checked against Kafka's own
-alphabet (and `.`/`..` refused), everything else is a number or a date we formatted. Field values
-of the items never become path segments.
+alphabet (and `.`/`..` refused), layouts are checked when the configuration loads, everything
+else is a number or a date we formatted. Field values of the items never become path segments.
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 SEGMENT = re.compile(r"^[A-Za-z0-9._-]{1,249}$")  # Kafka's topic alphabet and length limit
 ROOT = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
 FILE_NAME = re.compile(
-    r"^(?P<topic>[A-Za-z0-9._-]+)\+(?P<partition>\d+)\+(?P<first>\d+)\+(?P<last>\d+)\.jsonl$"
+    r"^(?P<topic>[A-Za-z0-9._-]+)\+(?P<partition>\d+)\+(?P<first>\d+)\+(?P<last>\d+)"
+    r"\.(?P<format>jsonl|parquet)$"
 )
-DAY_DIR = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
 TMP = "+tmp"
+DAY = r"\d{4}-\d{2}-\d{2}"
 
 
 class UnsafePath(ValueError):
@@ -51,6 +55,7 @@ class CommittedFile:
     partition: int
     first: int
     last: int
+    format: str = "jsonl"
 
     def __post_init__(self) -> None:
         safe_segment(self.topic)
@@ -59,7 +64,7 @@ class CommittedFile:
 
     @property
     def name(self) -> str:
-        return f"{self.topic}+{self.partition}+{self.first:010d}+{self.last:010d}.jsonl"
+        return f"{self.topic}+{self.partition}+{self.first:010d}+{self.last:010d}.{self.format}"
 
 
 def parse_file_name(name: str) -> CommittedFile | None:
@@ -68,21 +73,42 @@ def parse_file_name(name: str) -> CommittedFile | None:
     if not m:
         return None
     try:
-        return CommittedFile(m["topic"], int(m["partition"]), int(m["first"]), int(m["last"]))
+        return CommittedFile(m["topic"], int(m["partition"]), int(m["first"]), int(m["last"]), m["format"])
     except ValueError:
         return None
 
 
-def topic_dir(root: str, topic: str) -> str:
-    return f"{safe_root(root)}/{safe_segment(topic)}"
+@dataclass(frozen=True)
+class Layout:
+    """Where one topic's committed files go: `<base>/<day segment>/<file>`, in one format.
 
+    `template` is a validated layout path (crawlstore.config.HdfsLayout): `{date}` sits in its
+    last segment, so every day directory of the topic is a child of `base`.
+    """
 
-def day_dir(root: str, topic: str, day: date) -> str:
-    return f"{topic_dir(root, topic)}/dt={day.isoformat()}"
+    topic: str
+    base: str
+    day_before: str
+    day_after: str
+    format: str = "jsonl"
 
+    @classmethod
+    def of(cls, template: str, root: str, topic: str, name: str, format: str = "jsonl") -> Layout:
+        values = {"root": safe_root(root), "topic": safe_segment(topic), "name": safe_segment(name)}
+        head, day = template.rsplit("/", 1)
+        base = head.format(**values)
+        safe_root(base)
+        before, after = day.format(**values, date="\0").split("\0")
+        return cls(topic, base, before, after, format)
 
-def final_path(root: str, day: date, committed: CommittedFile) -> str:
-    return f"{day_dir(root, committed.topic, day)}/{committed.name}"
+    def day_dir(self, day: date) -> str:
+        return f"{self.base}/{self.day_before}{day.isoformat()}{self.day_after}"
+
+    def is_day_dir(self, segment: str) -> bool:
+        return re.fullmatch(re.escape(self.day_before) + DAY + re.escape(self.day_after), segment) is not None
+
+    def final_path(self, day: date, committed: CommittedFile) -> str:
+        return f"{self.day_dir(day)}/{committed.name}"
 
 
 def temp_dir(root: str, topic: str, partition: int) -> str:
@@ -102,11 +128,11 @@ class Run:
     day: date
     first: int
     last: int
-    lines: list[bytes] = field(default_factory=list)
+    lines: list[Any] = field(default_factory=list)  # JSON lines (bytes) or Parquet rows
 
 
-def split_runs(entries: Sequence[tuple[int, date, bytes]], span_first: int, span_last: int) -> list[Run]:
-    """Cut a partition's records (offset, day, line) into files of one day each.
+def split_runs(entries: Sequence[tuple[int, date, Any]], span_first: int, span_last: int) -> list[Run]:
+    """Cut a partition's records (offset, day, line or row) into files of one day each.
 
     The files' offset ranges are contiguous and together cover span_first..span_last, the offsets
     the batch consumed, dead-lettered ones included: renaming the files in order, a crash

@@ -46,7 +46,7 @@ class ConsumerSettings(BaseSettings):
     group: str | None = Field(None, description="consumer group (default crawlstore-<sink>)")
     topics: str | None = Field(None, description="comma-separated topic names (instead of a pattern)")
     topic_pattern: str | None = Field(
-        None, description="regex of topics to follow, new ones included (default: the declared topics)"
+        None, description="regex of topics to follow, new ones included (default: from the configuration)"
     )
     batch_max_records: int | None = Field(None, gt=0, description="flush after this many records")
     batch_max_bytes: int | None = Field(None, gt=0, description="flush after this many key+value bytes")
@@ -134,9 +134,11 @@ class RuntimeConfig:
 
 def resolve(sink: str, settings: ConsumerSettings) -> RuntimeConfig:
     defaults = SINK_DEFAULTS[sink]
-    # By default a consumer follows exactly the topics the configuration's sources publish to.
-    topics = tuple(settings.topic_list()) or (() if settings.topic_pattern else current().topics)
-    pattern = None if topics else settings.topic_pattern
+    # By default a consumer follows what the configuration declares: the sources' topics, and
+    # every topic under a declared prefix (crawlstore.config.Config.subscription).
+    topics, pattern = tuple(settings.topic_list()), settings.topic_pattern
+    if not topics and not pattern:
+        topics, pattern = current().subscription()
     return RuntimeConfig(
         sink=sink,
         group=settings.group or consumer_group(sink),

@@ -8,8 +8,10 @@ the service and the command that starts it. Tests get their own topics (`test.<u
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg2
+import pyarrow.parquet as pq
 import pytest
 import requests
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -31,6 +34,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, UnknownTopicOrPartitionError
 from kafka.structs import TopicPartition
 
+from crawlstore.config.loader import DEFAULT_DIR
 from crawlstore.items import Item, item_type
 from crawlstore.messages import encode_item
 from crawlstore.settings import PostgresSettings
@@ -566,11 +570,32 @@ class Store:
     sink: str
     env: dict[str, str]
     records: Callable[[], list[dict[str, Any]]]
+    config_dir: Path | None = None  # a configuration of its own (hdfs_parquet: the topic as Parquet)
+
+
+def parquet_config(folder: Path, topic: str) -> Path:
+    """A copy of the bundled configuration where `topic` is written as Parquet."""
+    shutil.copytree(DEFAULT_DIR, folder, dirs_exist_ok=True)
+    (folder / "topics").mkdir(exist_ok=True)
+    family = {"family": "under_test", "topics": topic, "hdfs": {"format": "parquet"}}
+    (folder / "topics" / "under_test.yaml").write_text(json.dumps(family), encoding="utf-8")
+    return folder
+
+
+def parquet_rows(files: dict[str, bytes]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for path, content in files.items():
+        assert path.endswith(".parquet"), path
+        rows += pq.read_table(io.BytesIO(content)).to_pylist()
+    return rows
 
 
 @pytest.fixture
 def make_store(
-    pg_settings: PostgresSettings, opensearch_url: str, webhdfs: WebHdfs
+    pg_settings: PostgresSettings,
+    opensearch_url: str,
+    webhdfs: WebHdfs,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., Store]]:
     cleanups: list[Callable[[], None]] = []
 
@@ -618,8 +643,11 @@ def make_store(
             cleanups.append(drop)
             return Store(sink, {"CONSUMER_OPENSEARCH_INDEX_PREFIX": prefix}, docs)
         base = f"/test/{uuid.uuid4().hex[:12]}"
+        parquet = sink == "hdfs_parquet"
+        config = parquet_config(tmp_path_factory.mktemp("config"), topic) if parquet else None
 
         def lines() -> list[dict[str, Any]]:
+            files = webhdfs.files(f"{base}/topics", topic)
             return [
                 {
                     **line,
@@ -627,11 +655,11 @@ def make_store(
                     "partition": line["kafka"]["partition"],
                     "offset": line["kafka"]["offset"],
                 }
-                for line in jsonl_lines(webhdfs.files(f"{base}/topics", topic))
+                for line in (parquet_rows(files) if parquet else jsonl_lines(files))
             ]
 
         cleanups.append(lambda: webhdfs.delete(base))
-        return Store(sink, {"CONSUMER_HDFS_ROOT": f"{base}/topics"}, lines)
+        return Store("hdfs", {"CONSUMER_HDFS_ROOT": f"{base}/topics"}, lines, config)
 
     yield make
     for cleanup in cleanups:
@@ -649,6 +677,8 @@ class Kit:
     os_search = staticmethod(os_search)
     os_count = staticmethod(os_count)
     jsonl_lines = staticmethod(jsonl_lines)
+    parquet_rows = staticmethod(parquet_rows)
+    parquet_config = staticmethod(parquet_config)
     Sent = Sent
     Store = Store
 

@@ -2,7 +2,8 @@
 
 Each key is produced twice (an older and a newer crawl), so the PostgreSQL and OpenSearch checks
 also cover the stale-write guard under replays: after all the crashes every row/document is the
-newer version, once. HDFS keeps every record: each (partition, offset) in exactly one line.
+newer version, once. HDFS keeps every record: each (partition, offset) in exactly one line (of a
+JSON Lines file) or row (of a Parquet file).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ KEYS = 5000
 KILLS = 4
 
 
-@pytest.mark.parametrize("sink", ["postgres", "opensearch", "hdfs"])
+@pytest.mark.parametrize("sink", ["postgres", "opensearch", "hdfs", "hdfs_parquet"])
 def test_kill_9_mid_stream_then_restart_lands_everything_exactly_once(
     sink: str,
     kit: Any,
@@ -65,7 +66,13 @@ def test_kill_9_mid_stream_then_restart_lands_everything_exactly_once(
             done.set()
 
     consumer = run_consumer(
-        sink, topics=topic, batch_max_records=100, batch_max_wait_ms=200, session_timeout_ms=6000, **store.env
+        store.sink,
+        topics=topic,
+        batch_max_records=100,
+        batch_max_wait_ms=200,
+        session_timeout_ms=6000,
+        config_dir=store.config_dir,
+        **store.env,
     )
     consumer.wait_healthy()
     writer = threading.Thread(target=produce, daemon=True)
@@ -82,7 +89,7 @@ def test_kill_9_mid_stream_then_restart_lands_everything_exactly_once(
     assert done.is_set() and len(sent) == 2 * KEYS
     assert consumer.history == [-9] * KILLS
 
-    if sink == "hdfs":
+    if store.sink == "hdfs":
         expected = {(s.partition, s.offset) for s in sent}
         kit.eventually("every record in HDFS", lambda: len(store.records()) >= len(expected), 180)
         records = store.records()

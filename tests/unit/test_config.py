@@ -4,6 +4,7 @@ its key and what is allowed, never half loaded. Each case writes real YAML into 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -378,3 +379,73 @@ def test_a_source_does_not_extract_a_derived_field(tmp_path: Path) -> None:
     source = {**SOURCE, "extract": {**SOURCE["extract"], "level": "td.level::text"}}
     found = problems(write(tmp_path, {"job.yaml": kind}, {"acme_jobs.yaml": source}))
     assert any("extract.level: neither a field of kind job" in p for p in found), found
+
+
+def write_family(folder: Path, name: str, data: dict[str, Any]) -> None:
+    (folder / "topics").mkdir(parents=True, exist_ok=True)
+    (folder / "topics" / f"{name}.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+
+
+def test_a_topic_family_sets_the_hdfs_layout_and_makes_the_consumers_follow_its_prefix(
+    tmp_path: Path,
+) -> None:
+    folder = write(tmp_path, {"job.yaml": KIND}, {"acme_jobs.yaml": SOURCE})
+    write_family(
+        folder, "jobs", {"family": "jobs", "topics": "jobs.raw.*", "hdfs": {"path": "/raw/{name}/{date}"}}
+    )
+    write_family(folder, "acme", {"family": "acme", "topics": "jobs.raw.acme", "hdfs": {"format": "parquet"}})
+    load.cache_clear()
+    config = load(folder)
+    topics, pattern = config.subscription()
+    assert topics == () and pattern is not None
+    followed = ["crawl.jobs", "jobs.raw.acme", "jobs.raw.other", "jobs.raw.a.b"]
+    assert all(re.fullmatch(pattern, t) for t in followed)
+    assert not any(
+        re.fullmatch(pattern, t) for t in ["jobs.raw.acme-dlq", "jobs.raw.", "crawl.jobsx", "x.crawl.jobs"]
+    )
+    # The most specific family wins; a topic no family covers keeps the default layout.
+    assert config.hdfs_layout("jobs.raw.other")[0].path == "/raw/{name}/{date}"
+    assert config.hdfs_layout("jobs.raw.other")[1] == "other"
+    assert config.hdfs_layout("jobs.raw.acme")[0].format == "parquet"
+    assert config.hdfs_layout("crawl.jobs")[0].model_dump() == {
+        "path": "{root}/{topic}/dt={date}",
+        "format": "jsonl",
+    }
+    load.cache_clear()
+    assert load(write(tmp_path / "plain", {"job.yaml": KIND}, {"acme_jobs.yaml": SOURCE})).subscription() == (
+        ("crawl.jobs",),
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"family": "x", "topics": "Coin.*"}, "must be a topic"),
+        ({"family": "x", "topics": "coin.*.raw"}, "must be a topic"),
+        ({"family": "x", "topics": "coin.*", "hdfs": {"path": "raw/{name}/{date}"}}, "absolute"),
+        ({"family": "x", "topics": "coin.*", "hdfs": {"path": "/raw/../{name}/{date}"}}, "segment '..'"),
+        ({"family": "x", "topics": "coin.*", "hdfs": {"path": "/raw/{date}/{name}"}}, "last segment"),
+        ({"family": "x", "topics": "coin.*", "hdfs": {"path": "/raw/{kind}/{date}"}}, "unknown placeholder"),
+        ({"family": "x", "topics": "coin.*", "hdfs": {"path": "/raw/{date}"}}, "name the topic"),
+        ({"family": "x", "topics": "coin.*", "hdfs": {"path": "/r/{root}/{name}/{date}"}}, "{root} can only"),
+        ({"family": "x", "topics": "coin.*", "hdfs": {"path": "/r a/{name}/{date}"}}, "may hold only"),
+        ({"family": "x", "topics": "coin.*", "hdfs": {"format": "csv"}}, "hdfs.format"),
+        ({"family": "x", "topics": "coin.*", "hdfs": {"layout": "/x"}}, "unknown key(s) layout"),
+        ({"family": "other", "topics": "coin.*"}, "declared in a file named 'x.yaml'"),
+    ],
+)
+def test_a_wrong_topic_family_is_refused_with_its_file_and_key(
+    tmp_path: Path, data: dict[str, Any], expected: str
+) -> None:
+    folder = write(tmp_path, {"job.yaml": KIND}, {"acme_jobs.yaml": SOURCE})
+    write_family(folder, "x", data)
+    found = problems(folder)
+    assert len(found) == 1 and found[0].startswith("topics/x.yaml: ") and expected in found[0], found
+
+
+def test_two_families_cannot_declare_the_same_topics(tmp_path: Path) -> None:
+    folder = write(tmp_path, {"job.yaml": KIND}, {"acme_jobs.yaml": SOURCE})
+    write_family(folder, "a", {"family": "a", "topics": "coin.*"})
+    write_family(folder, "b", {"family": "b", "topics": "coin.*"})
+    assert problems(folder) == ["topics/b.yaml: topics: 'coin.*' is declared by a.yaml too"]

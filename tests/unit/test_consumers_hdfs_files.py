@@ -10,7 +10,7 @@ import pytest
 from consumers.hdfs_files import (
     CommittedFile,
     UnsafePath,
-    final_path,
+    Layout,
     next_offset,
     parse_file_name,
     safe_root,
@@ -63,10 +63,28 @@ def test_next_offset_is_after_the_newest_file_of_that_partition() -> None:
 
 def test_paths() -> None:
     f = CommittedFile("crawl.products", 1, 7, 9)
-    assert final_path("/crawlstore/topics", D1, f) == (
+    layout = Layout.of("{root}/{topic}/dt={date}", "/crawlstore/topics", "crawl.products", "crawl.products")
+    assert layout.final_path(D1, f) == (
         "/crawlstore/topics/crawl.products/dt=2026-01-01/crawl.products+1+0000000007+0000000009.jsonl"
     )
+    assert layout.is_day_dir("dt=2026-01-01") and not layout.is_day_dir("2026-01-01")
     assert temp_dir("/crawlstore/topics", "crawl.products", 1) == "/crawlstore/topics/+tmp/crawl.products/1"
+
+
+def test_a_family_layout_puts_the_topic_name_and_the_day_where_it_says() -> None:
+    layout = Layout.of("/raw/{name}/{date}", "/crawlstore/topics", "coin.raw.ticker", "ticker", "parquet")
+    f = CommittedFile("coin.raw.ticker", 0, 0, 4, "parquet")
+    assert layout.base == "/raw/ticker"
+    assert layout.final_path(D1, f) == "/raw/ticker/2026-01-01/coin.raw.ticker+0+0000000000+0000000004.parquet"
+    assert layout.is_day_dir("2026-01-01")
+    assert not any(layout.is_day_dir(s) for s in ("dt=2026-01-01", "2026-01-01x", "..", "2026-1-1"))
+    assert parse_file_name(f.name) == f
+
+
+@pytest.mark.parametrize("name", ["..", "a/b", ""])
+def test_a_layout_refuses_a_name_that_is_not_one_segment(name: str) -> None:
+    with pytest.raises(UnsafePath):
+        Layout.of("/raw/{name}/{date}", "/r", "coin.raw.x", name)
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from crawlstore.config.loader import (
     current,
     load,
 )
-from crawlstore.config.models import FieldSpec, KindSpec, SourceSpec
+from crawlstore.config.models import FieldSpec, HdfsLayout, KindSpec, SourceSpec, TopicsSpec
 
 __all__ = [
     "CONFIG_ENV",
@@ -17,8 +17,10 @@ __all__ = [
     "Config",
     "ConfigError",
     "FieldSpec",
+    "HdfsLayout",
     "KindSpec",
     "SourceSpec",
+    "TopicsSpec",
     "config_dir",
     "current",
     "load",

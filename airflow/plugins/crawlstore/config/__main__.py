@@ -31,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
             f"  source {source.source}: {source.spider} -> {source.topic} ({source.kind}), "
             f"schedule {source.schedule}"
         )
+    for family in config.families.values():
+        print(f"  topics {family.topics}: HDFS {family.hdfs.path} as {family.hdfs.format}")
+    topics, pattern = config.subscription()
+    print(f"  consumers follow {', '.join(topics) if topics else 'the pattern ' + str(pattern)}")
     return 0
 
 

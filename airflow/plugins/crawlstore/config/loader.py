@@ -1,4 +1,5 @@
-"""Reading the configuration folder: `kinds/<kind>.yaml` and `sources/<source>.yaml`.
+"""Reading the configuration folder: `kinds/<kind>.yaml`, `sources/<source>.yaml` and, optionally,
+`topics/<family>.yaml` (how the consumers treat a topic or every topic under a prefix).
 
 All or nothing: every problem in every file is collected and raised together as ConfigError,
 each naming its file and key, so Airflow shows them as the DAG file's import error and
@@ -11,14 +12,14 @@ import functools
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from crawlstore.config.models import COMMON_FIELDS, KindSpec, SourceSpec
+from crawlstore.config.models import COMMON_FIELDS, HdfsLayout, KindSpec, SourceSpec, TopicsSpec
 
 CONFIG_ENV = "CRAWLSTORE_CONFIG_DIR"
 # Inside the DAG bundle, so Airflow and the consumers (same image, same checkout) read the same files.
@@ -49,16 +50,38 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Config:
-    """The loaded configuration: kinds and sources by name, in file-name order."""
+    """The loaded configuration: kinds, sources and topic families by name, in file-name order."""
 
     directory: Path
     kinds: dict[str, KindSpec]
     sources: dict[str, SourceSpec]
+    families: dict[str, TopicsSpec] = field(default_factory=dict)
 
     @property
     def topics(self) -> tuple[str, ...]:
         """The pipeline topics, sorted."""
         return tuple(sorted({s.topic for s in self.sources.values()}))
+
+    def family_of(self, topic: str) -> TopicsSpec | None:
+        """The most specific family covering `topic`: the topic itself, else the longest prefix."""
+        covering = [f for f in self.families.values() if f.covers(topic)]
+        return max(covering, key=lambda f: (f.prefix is None, len(f.topics)), default=None)
+
+    def hdfs_layout(self, topic: str) -> tuple[HdfsLayout, str]:
+        """How HDFS lays out `topic`'s files, and the topic's `{name}` there."""
+        family = self.family_of(topic)
+        return (family.hdfs, family.name_of(topic)) if family else (HdfsLayout(), topic)
+
+    def subscription(self) -> tuple[tuple[str, ...], str | None]:
+        """What the consumers follow by default: the declared topics by name or, when a family
+        covers a prefix, one pattern of those topics and every topic under each prefix (so a new
+        topic there is picked up without a restart). Never a `-dlq` twin: no `-` in the pattern."""
+        prefixes = sorted({f.prefix for f in self.families.values() if f.prefix})
+        if not prefixes:
+            return self.topics, None
+        names = [re.escape(t) for t in self.topics if not any(t.startswith(p) for p in prefixes)]
+        names += [re.escape(p) + r"[a-z0-9_]+(\.[a-z0-9_]+)*" for p in prefixes]
+        return (), "^(" + "|".join(names) + ")$"
 
     def kind_of_topic(self, topic: str) -> KindSpec:
         for source in self.sources.values():
@@ -84,14 +107,20 @@ def load(directory: Path) -> Config:
         raise ConfigError(directory, [f"{directory}: not a folder (set {CONFIG_ENV})"])
     kinds = dict(_read_all(directory, "kinds", KindSpec, "kind", problems))
     sources = dict(_read_all(directory, "sources", SourceSpec, "source", problems))
+    families = dict(_read_all(directory, "topics", TopicsSpec, "family", problems))
     if not kinds and not any(p.startswith("kinds/") for p in problems):
         problems.append("kinds/: no kind declared (one <kind>.yaml per item kind)")
     if not sources and not any(p.startswith("sources/") for p in problems):
         problems.append("sources/: no source declared (one <source>.yaml per source)")
     problems += _cross_check(kinds, sources, failed_kinds=_named_in(problems, "kinds/"))
+    seen: dict[str, str] = {}
+    for name, family in families.items():
+        other = seen.setdefault(family.topics, name)
+        if other != name:
+            problems.append(f"topics/{name}.yaml: topics: {family.topics!r} is declared by {other}.yaml too")
     if problems:
         raise ConfigError(directory, problems)
-    return Config(directory, kinds, sources)
+    return Config(directory, kinds, sources, families)
 
 
 def _named_in(problems: list[str], folder: str) -> set[str]:

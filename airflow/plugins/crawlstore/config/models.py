@@ -319,3 +319,81 @@ class SourceSpec(Strict):
     def _names(self) -> SourceSpec:
         _name(self.source, "source")
         return self
+
+
+# How the HDFS sink lays out a topic's files: `{root}` is CONSUMER_HDFS_ROOT, `{topic}` the topic,
+# `{name}` the topic without the family's prefix, `{date}` the records' day (YYYY-MM-DD).
+DEFAULT_HDFS_PATH = "{root}/{topic}/dt={date}"
+HDFS_PLACEHOLDERS = frozenset({"root", "topic", "name", "date"})
+HDFS_LITERAL = re.compile(r"^[A-Za-z0-9._=-]*$")
+TOPIC_FAMILY = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+){0,8}(\.\*)?$")
+
+
+class HdfsLayout(Strict):
+    path: str = Field(DEFAULT_HDFS_PATH, max_length=500, description="directory of a day's files")
+    format: Literal["jsonl", "parquet"] = Field("jsonl", description="jsonl, or parquet typed by the kind")
+
+    @field_validator("path")
+    @classmethod
+    def _safe_path(cls, value: str) -> str:
+        """Absolute; `{root}` only first, `{date}` in the last segment; literal parts are plain names."""
+        segments = value.split("/")
+        if not value.startswith(("/", "{root}")) or value.endswith("/") or "//" in value:
+            raise ValueError(f"{value!r} must be an absolute directory (starting with / or {{root}})")
+        for i, segment in enumerate(segments[1:] if value.startswith("/") else segments):
+            names = TEMPLATE_PART.findall(segment)
+            unknown = sorted(set(names) - HDFS_PLACEHOLDERS)
+            if unknown:
+                raise ValueError(
+                    f"{value!r}: unknown placeholder(s) {', '.join(unknown)}; allowed: "
+                    + ", ".join(f"{{{p}}}" for p in sorted(HDFS_PLACEHOLDERS))
+                )
+            literal = TEMPLATE_PART.sub("", segment)
+            if not HDFS_LITERAL.fullmatch(literal) or segment in {"", ".", ".."}:
+                raise ValueError(
+                    f"{value!r}: segment {segment!r} may hold only A-Z a-z 0-9 . _ = - and placeholders"
+                )
+            if "root" in names and (i != 0 or segment != "{root}"):
+                raise ValueError(f"{value!r}: {{root}} can only be the whole first segment")
+        if value.count("{date}") != 1 or "{date}" not in segments[-1]:
+            raise ValueError(f"{value!r}: {{date}} must appear once, in the last segment (e.g. dt={{date}})")
+        if "{topic}" not in value and "{name}" not in value:
+            raise ValueError(f"{value!r}: name the topic ({{topic}} or {{name}}) so topics keep apart")
+        return value
+
+
+class TopicsSpec(Strict):
+    """Settings of a topic, or of every topic under a prefix (`coin.raw.*`), for the consumers."""
+
+    family: str
+    topics: str = Field(description="a topic (`crawl.readings`) or a prefix with `.*` (`coin.raw.*`)")
+    description: str = ""
+    hdfs: HdfsLayout = HdfsLayout()
+
+    @field_validator("topics")
+    @classmethod
+    def _topic_or_prefix(cls, value: str) -> str:
+        if not TOPIC_FAMILY.fullmatch(value):
+            raise ValueError(
+                f"{value!r} must be a topic (lower-case dotted words) or a prefix ending in `.*`"
+            )
+        return value
+
+    @property
+    def prefix(self) -> str | None:
+        """`coin.raw.` for `coin.raw.*`; None for a single topic."""
+        return self.topics[:-1] if self.topics.endswith(".*") else None
+
+    def covers(self, topic: str) -> bool:
+        prefix = self.prefix
+        return topic == self.topics if prefix is None else topic.startswith(prefix) and topic != prefix
+
+    def name_of(self, topic: str) -> str:
+        """The topic without the family's prefix (the whole topic for a single-topic family)."""
+        prefix = self.prefix
+        return topic[len(prefix) :] if prefix is not None else topic
+
+    @model_validator(mode="after")
+    def _names(self) -> TopicsSpec:
+        _name(self.family, "family")
+        return self
