@@ -1,4 +1,5 @@
-"""One DAG per configured source: crawl → validate → publish_kafka.
+"""One DAG per configured source: crawl → validate → publish_kafka, or for a polling source
+(`poll:`) one long `poll` task on the @continuous schedule, each poll validated and published.
 
 Sources live in crawlstore.sources; the task bodies in crawlstore.pipeline (imported inside
 the tasks, so parsing this file stays cheap and does no I/O).
@@ -68,5 +69,41 @@ def build_dag(source: Source) -> None:
     crawl_source()
 
 
+def build_poll_dag(source: Source) -> None:
+    assert source.poll is not None
+    run_s = int(source.poll["run_s"])
+
+    @dag(
+        dag_id=f"crawl_{source.name}",
+        description=source.description,
+        # One run at a time, the next one right after: polling never stops while unpaused.
+        schedule="@continuous",
+        start_date=datetime(2025, 1, 1, tzinfo=UTC),
+        catchup=False,
+        max_active_runs=1,
+        tags=["poll", source.kind, source.topic],
+        default_args={"retries": 2, "retry_delay": timedelta(seconds=10)},
+        params={
+            "duration_s": Param(
+                run_s, type="integer", minimum=1, maximum=86_400, description="How long this run polls"
+            )
+        },
+        doc_md=__doc__,
+    )
+    def poll_source() -> None:
+        @task(execution_timeout=timedelta(seconds=run_s * 2 + 300))
+        def poll(params: dict[str, Any] | None = None, run_id: str | None = None) -> dict[str, Any]:
+            from crawlstore import pipeline
+
+            return pipeline.poll(source.name, str(run_id), (params or {}).get("duration_s"))
+
+        poll()
+
+    poll_source()
+
+
 for _source in SOURCES:
-    build_dag(_source)
+    if _source.poll is None:
+        build_dag(_source)
+    else:
+        build_poll_dag(_source)

@@ -27,11 +27,18 @@ def test_no_import_errors(dagbag: Any) -> None:
 
 def test_one_crawl_dag_per_source(dagbag: Any) -> None:
     from airflow.sdk import CronDataIntervalTimetable
+    from airflow.sdk.definitions.timetables.simple import ContinuousTimetable
 
     from crawlstore.sources import SOURCES
 
+    assert any(s.poll for s in SOURCES) and not all(s.poll for s in SOURCES)
     for source in SOURCES:
         dag = dagbag.dags[f"crawl_{source.name}"]
+        if source.poll is not None:  # one long task polling, each poll validated and published
+            assert [t.task_id for t in dag.topological_sort()] == ["poll"]
+            assert isinstance(dag.timetable, ContinuousTimetable)
+            assert dag.max_active_runs == 1 and dag.params["duration_s"] == source.poll["run_s"]
+            continue
         assert [t.task_id for t in dag.topological_sort()] == ["crawl", "validate", "publish_kafka"]
         # Backfill needs a periodic schedule; the sensor source needs real data intervals.
         assert isinstance(dag.timetable, CronDataIntervalTimetable)

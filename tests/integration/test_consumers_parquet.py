@@ -27,7 +27,10 @@ def test_a_parquet_topic_lands_files_pyarrow_reads_back_with_the_declared_types(
     topic = make_topic()
     config = kit.parquet_config(tmp_path / "config", topic)
     root = f"/test/{uuid.uuid4().hex[:12]}/topics"
-    readings = [kit.reading(f"dev-1:{i:05d}", i, motor1=10.0, sensor3=95.0 if i % 10 == 1 else 1.0) for i in range(300)]
+    readings = [
+        kit.reading(f"dev-1:{i:05d}", i, motor1=10.0, sensor3=95.0 if i % 10 == 1 else 1.0)
+        for i in range(300)
+    ]
     sent = producer(topic, readings)
     consumer = run_consumer("hdfs", topics=topic, config_dir=config, hdfs_root=root)
     try:

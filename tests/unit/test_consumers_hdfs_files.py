@@ -9,8 +9,8 @@ import pytest
 
 from consumers.hdfs_files import (
     CommittedFile,
-    UnsafePath,
     Layout,
+    UnsafePath,
     next_offset,
     parse_file_name,
     safe_root,
@@ -75,7 +75,8 @@ def test_a_family_layout_puts_the_topic_name_and_the_day_where_it_says() -> None
     layout = Layout.of("/raw/{name}/{date}", "/crawlstore/topics", "coin.raw.ticker", "ticker", "parquet")
     f = CommittedFile("coin.raw.ticker", 0, 0, 4, "parquet")
     assert layout.base == "/raw/ticker"
-    assert layout.final_path(D1, f) == "/raw/ticker/2026-01-01/coin.raw.ticker+0+0000000000+0000000004.parquet"
+    name = "coin.raw.ticker+0+0000000000+0000000004.parquet"
+    assert layout.final_path(D1, f) == f"/raw/ticker/2026-01-01/{name}"
     assert layout.is_day_dir("2026-01-01")
     assert not any(layout.is_day_dir(s) for s in ("dt=2026-01-01", "2026-01-01x", "..", "2026-1-1"))
     assert parse_file_name(f.name) == f

@@ -161,3 +161,31 @@ def publish_kafka(source_name: str, run_id: str, validated: dict[str, Any]) -> d
         "rate": round(report.rate, 1),
         "by_partition": dict(report.by_partition),
     }
+
+
+def poll(source_name: str, run_id: str, duration_s: float | None = None) -> dict[str, Any]:
+    """A polling source's run: every few seconds fetch what is new, validate and publish it at once.
+
+    Each window goes through the same validate and publish_kafka steps as a crawl (its files in
+    the run's folder, overwritten by the next window); see crawlstore.crawl.poll.
+    """
+    from crawlstore.crawl.poll import PollState
+    from crawlstore.crawl.poll import poll as poll_source
+    from crawlstore.publish import connection_producer  # noqa: F401 (imported before the first poll's clock)
+
+    source = get_source(source_name)
+    if source.poll is None:
+        raise ValueError(f"source {source.name} does not poll (no `poll:` in its configuration)")
+    folder = run_dir(source, run_id)
+    state = PollState(PipelineSettings().data_dir / source.name / "poll_state.json")
+
+    def handle(items: list[dict[str, Any]], since: datetime, until: datetime) -> dict[str, Any]:
+        path = folder / "items.jsonl"
+        path.write_text(
+            "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items), encoding="utf-8"
+        )
+        validated = validate(source.name, run_id, {"items_path": str(path), "items": len(items)})
+        published = publish_kafka(source.name, run_id, validated) if validated["valid"] else {"published": 0}
+        return {**validated, **published}
+
+    return poll_source(source, state, duration_s or float(source.poll["run_s"]), handle)

@@ -49,11 +49,15 @@ class Source:
     selectors: Mapping[str, Any] = field(default_factory=dict)
     # Scrapy settings for this source only (politeness that suits the site), over the defaults.
     crawl_settings: Mapping[str, Any] = field(default_factory=dict)
+    # A polling source (schedule @continuous): seconds between polls, of one run, widest window.
+    poll: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         # Read-only views, so a frozen source stays unchanged.
         object.__setattr__(self, "selectors", MappingProxyType(dict(self.selectors)))
         object.__setattr__(self, "crawl_settings", MappingProxyType(dict(self.crawl_settings)))
+        if self.poll is not None:
+            object.__setattr__(self, "poll", MappingProxyType(dict(self.poll)))
 
     def __hash__(self) -> int:
         return hash(self.name)
@@ -75,6 +79,7 @@ class Source:
             description=spec.description,
             selectors={k: _rule(v) for k, v in spec.extract.items()},
             crawl_settings=spec.politeness.scrapy_settings(),
+            poll=spec.poll.model_dump() if spec.poll else None,
         )
 
     @property
@@ -86,6 +91,7 @@ class Source:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["selectors"] = dict(self.selectors)
         data["crawl_settings"] = dict(self.crawl_settings)
+        data["poll"] = dict(self.poll) if self.poll is not None else None
         return json.dumps(data, ensure_ascii=False)
 
     @classmethod

@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  source {source.source}: {source.spider} -> {source.topic} ({source.kind}), "
             f"schedule {source.schedule}"
+            + (f", polls every {source.poll.every_s:g} s" if source.poll else "")
         )
     for family in config.families.values():
         print(f"  topics {family.topics}: HDFS {family.hdfs.path} as {family.hdfs.format}")

@@ -281,6 +281,14 @@ class Extract(Strict):
         return self
 
 
+class Poll(Strict):
+    """Keep polling instead of crawling once per run: each poll validated and published at once."""
+
+    every_s: float = Field(ge=1, le=3600, description="seconds from one poll to the next")
+    run_s: int = Field(600, ge=10, le=86_400, description="how long one run polls (the next run goes on)")
+    window_s: int = Field(3600, ge=1, le=86_400, description="the longest window one poll asks for")
+
+
 class SourceSpec(Strict):
     source: str
     kind: str
@@ -291,6 +299,7 @@ class SourceSpec(Strict):
     description: str = ""
     extract: dict[str, str | Extract]
     politeness: Politeness = Politeness()
+    poll: Poll | None = None
 
     @field_validator("extract", mode="before")
     @classmethod
@@ -318,6 +327,11 @@ class SourceSpec(Strict):
     @model_validator(mode="after")
     def _names(self) -> SourceSpec:
         _name(self.source, "source")
+        if self.poll is not None and (self.spider != "json_api" or self.schedule != "@continuous"):
+            raise ValueError(
+                "a polling source (`poll`) is a json_api source with schedule @continuous: "
+                "one run polls for poll.run_s seconds, then the next run takes over"
+            )
         return self
 
 

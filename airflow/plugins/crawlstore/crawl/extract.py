@@ -115,3 +115,20 @@ def from_page(response: Response, rule: Rule) -> Any:
 def from_record(record: Any, rule: Rule) -> Any:
     """A field's value in a JSON API record."""
     return refine(dig(record, rule if isinstance(rule, str) else rule.get("path", "")), rule)
+
+
+def api_records(
+    data: Any, fields: Mapping[str, Rule], records_path: str = ""
+) -> tuple[list[dict[str, Any]], int]:
+    """Each JSON API record's raw field values, and how many entries were not objects.
+
+    ValueError when `records_path` does not lead to a list (the response is not what the
+    source declares).
+    """
+    records = dig(data, records_path)
+    if not isinstance(records, list):
+        raise ValueError(f"has no list of records at {records_path or 'the top level'}")
+    found = [
+        {name: from_record(r, rule) for name, rule in fields.items()} for r in records if isinstance(r, dict)
+    ]
+    return found, len(records) - len(found)

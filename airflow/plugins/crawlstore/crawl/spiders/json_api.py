@@ -9,7 +9,7 @@ from typing import Any
 
 from scrapy.http import Response, TextResponse
 
-from crawlstore.crawl.extract import dig, from_record
+from crawlstore.crawl.extract import api_records, dig
 from crawlstore.crawl.spiders.base import SourceSpider
 
 logger = logging.getLogger(__name__)
@@ -28,24 +28,18 @@ class JsonApiSpider(SourceSpider):
             self._bad_page(response, f"is not JSON: {exc}", first)
             return
         selectors = self.source.selectors
-        records = dig(data, selectors.get("records", ""))
-        if not isinstance(records, list):
-            where = selectors.get("records") or "the top level"
-            self._bad_page(response, f"has no list of records at {where}", first)
+        try:
+            found, not_objects = api_records(data, self.source.field_selectors, selectors.get("records", ""))
+        except ValueError as exc:
+            self._bad_page(response, str(exc), first)
             return
-        fields = self.source.field_selectors
-        for number, record in enumerate(records):
-            if not isinstance(record, dict):
-                # Not an item of any kind: nothing to validate, so say so loudly instead.
-                logger.error(
-                    "record %d of %s is a JSON %s, not an object", number, response.url, type(record).__name__
-                )
-                if crawler := getattr(self, "crawler", None):
-                    crawler.stats.inc_value("crawlstore/non_object_records")
-                continue
-            yield self.make_item(
-                {name: from_record(record, rule) for name, rule in fields.items()}, response.url
-            )
+        if not_objects:
+            # Not items of any kind: nothing to validate, so say so loudly instead.
+            logger.error("%d record(s) of %s are not JSON objects", not_objects, response.url)
+            if crawler := getattr(self, "crawler", None):
+                crawler.stats.inc_value("crawlstore/non_object_records", not_objects)
+        for raw in found:
+            yield self.make_item(raw, response.url)
         next_page = dig(data, selectors["next_page"]) if "next_page" in selectors else None
         if isinstance(next_page, str) and next_page and self.may_follow(response):
             number = int(response.meta.get("page_number", 1)) + 1
