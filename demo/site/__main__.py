@@ -19,7 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--port", type=int, default=8000)
     serve_cmd.add_argument("--log-level", default="INFO")
     render_cmd = commands.add_parser("render", help="print the body served for a path")
-    render_cmd.add_argument("path", help="e.g. /catalogue/page/1.html or '/api/readings?since=...'")
+    render_cmd.add_argument(
+        "path", help="e.g. /catalogue/page/1.html, /coins/news/page/1.html or '/api/readings?since=...'"
+    )
     args = parser.parse_args(argv)
 
     if args.command == "render":

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 from crawlstore.items import item_type
-from demo.site import catalogue, sensors
+from demo.site import catalogue, coin_news, coins, sensors
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,31 @@ def _reading_outcomes(since: datetime, until: datetime) -> Outcomes:
     return Outcomes(valid, MappingProxyType(invalid))
 
 
+def _quote_outcomes(since: datetime, until: datetime) -> Outcomes:
+    quotes = list(coins.quotes(since, until))
+    valid = frozenset(q.label for q in quotes if not q.invalid)
+    invalid = {q.label: q.invalid for q in quotes if q.invalid}
+    return Outcomes(valid, MappingProxyType(invalid))
+
+
+def _article_outcomes() -> Outcomes:
+    articles = coin_news.articles()
+    valid = frozenset(a.label for a in articles if not a.invalid)
+    invalid = {a.label: a.invalid for a in articles if a.invalid}
+    return Outcomes(valid, MappingProxyType(invalid))
+
+
 def expected_outcomes(
     since: datetime = sensors.DEMO_SINCE, until: datetime = sensors.DEMO_UNTIL
 ) -> dict[str, Outcomes]:
-    """Outcomes by item kind ("product", "reading"); readings for the API window [since, until)."""
-    return {"product": _product_outcomes(), "reading": _reading_outcomes(since, until)}
+    """Outcomes by item kind ("product", "reading", "coin_quote", "news_article"); readings and
+    quotes for the API window [since, until)."""
+    return {
+        "product": _product_outcomes(),
+        "reading": _reading_outcomes(since, until),
+        "coin_quote": _quote_outcomes(since, until),
+        "news_article": _article_outcomes(),
+    }
 
 
 def label_of(kind: str, item: Mapping[str, Any]) -> str:
@@ -62,12 +82,19 @@ def label_of(kind: str, item: Mapping[str, Any]) -> str:
 
     Products: the slug of their page URL (equal to the id for every product whose id is usable).
     Readings: the reading id, or `device@time` from the raw values when no id could be built.
+    Coin quotes: likewise the quote id, or `market@time`.
+    News articles: the id in their page URL (`n1001` for .../n1001-some-headline.html), equal to
+    the article id for every article whose id is usable.
     """
     if kind == "product":
         path = urlsplit(str(item.get("url", ""))).path
         return path.rsplit("/", 1)[-1].removesuffix(".html")
     if kind == "reading":
         return sensors.label_of_reading(dict(item))
+    if kind == "coin_quote":
+        return coins.label_of_quote(dict(item))
+    if kind == "news_article":
+        return coin_news.label_of_article_url(urlsplit(str(item.get("url", ""))).path)
     raise ValueError(f"unknown item kind {kind!r}")
 
 

@@ -1,6 +1,7 @@
-"""Render the demo site's responses from the generated data: HTML pages, robots.txt, the JSON
-API and product images. Pure functions of the request path and query, so the same request
-gets the same bytes every run and tests can render pages without a server."""
+"""Render the demo site's responses from the generated data: the shop's HTML pages and product
+images, the coin news site, robots.txt and the JSON APIs (sensor readings, coin ticker). Pure
+functions of the request path and query, so the same request gets the same bytes every run and
+tests can render pages without a server."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from html import escape
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from demo.site import catalogue, sensors
+from demo.site import catalogue, coin_news, coins, sensors
 from demo.site.catalogue import DemoProduct
+from demo.site.coin_news import DemoArticle
 
 HTML = "text/html; charset=utf-8"
 JSON = "application/json; charset=utf-8"
@@ -53,15 +56,15 @@ def _count(value: int | str) -> str:
     return f"{value:,}" if isinstance(value, int) else value
 
 
-def _layout(title: str, main: str) -> str:
+def _layout(title: str, main: str, site: str = "Demo Shop", head: str = "") -> str:
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
   <meta charset="utf-8">
-  <title>{_e(title)} | Demo Shop</title>
+  <title>{_e(title)} | {_e(site)}</title>{head}
 </head>
 <body>
-  <header class="site-header"><a class="home" href="/">Demo Shop</a></header>
+  <header class="site-header"><a class="home" href="/">{_e(site)}</a></header>
   <main>
 {main}
   </main>
@@ -92,22 +95,26 @@ def listing(number: int) -> Page:
     if number == 1:
         blocked = catalogue.ROBOTS_BLOCKED
         cards.append(_card(blocked, f"../private/{blocked.slug}.html"))
-    pager = [f'      <li class="current">Page {number} of {last}</li>']
-    if number > 1:
-        pager.insert(0, f'      <li class="previous"><a href="{number - 1}.html">previous</a></li>')
-    if number < last:
-        pager.append(f'      <li class="next"><a href="{number + 1}.html">next</a></li>')
     main = f"""    <h1>All products</h1>
     <p class="result-count">{len(catalogue.products()):,} products</p>
     <ol class="product-list">
 {chr(10).join(cards)}
     </ol>
-    <nav class="pager">
+{_pager(number, last)}"""
+    return _html(_layout(f"All products, page {number}", main))
+
+
+def _pager(number: int, last: int) -> str:
+    pager = [f'      <li class="current">Page {number} of {last}</li>']
+    if number > 1:
+        pager.insert(0, f'      <li class="previous"><a href="{number - 1}.html">previous</a></li>')
+    if number < last:
+        pager.append(f'      <li class="next"><a href="{number + 1}.html">next</a></li>')
+    return f"""    <nav class="pager">
       <ul>
 {chr(10).join(pager)}
       </ul>
     </nav>"""
-    return _html(_layout(f"All products, page {number}", main))
 
 
 def _row(css_class: str, label: str, value: str | None, itemprop: str = "") -> str:
@@ -168,10 +175,12 @@ def detail(product: DemoProduct) -> Page:
 
 def index() -> Page:
     main = """    <h1>Demo Shop</h1>
-    <p>A generated shop and sensor API for crawlstore's demo and tests.</p>
+    <p>A generated shop, sensor API, coin ticker and coin news site for crawlstore's demo and tests.</p>
     <ul class="entry-points">
       <li><a href="/catalogue/page/1.html">Catalogue</a></li>
       <li><a href="/api/readings">Sensor readings (JSON)</a></li>
+      <li><a href="/coins/news/page/1.html">Coin news</a></li>
+      <li><a href="/api/coins/ticker">Coin ticker (JSON)</a></li>
     </ul>"""
     return _html(_layout("Welcome", main))
 
@@ -197,8 +206,10 @@ def _parse_moment(value: str) -> datetime:
     return moment
 
 
-def api_readings(query: str, now: datetime | None = None) -> Page:
-    """`/api/readings?since=ISO&until=ISO`: readings in [since, until); by default the last hour."""
+def _window_api(
+    query: str, now: datetime | None, records: Callable[[datetime, datetime], list[dict[str, Any]]]
+) -> Page:
+    """The records of [since, until) from the query; by default the last hour. 400 when bad."""
     params = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
     try:
         if "until" in params:
@@ -208,10 +219,97 @@ def api_readings(query: str, now: datetime | None = None) -> Page:
         since = _parse_moment(params["since"]) if "since" in params else until - timedelta(hours=1)
         if since > until:
             raise ValueError("since is after until")
-        records = [r.record for r in sensors.readings(since, until)]
+        found = records(since, until)
     except ValueError as exc:
         return _json({"error": str(exc)}, status=400)
-    return _json(records)
+    return _json(found)
+
+
+def api_readings(query: str, now: datetime | None = None) -> Page:
+    """`/api/readings?since=ISO&until=ISO`: readings in [since, until); by default the last hour."""
+    return _window_api(query, now, lambda since, until: [r.record for r in sensors.readings(since, until)])
+
+
+def api_ticker(query: str, now: datetime | None = None) -> Page:
+    """`/api/coins/ticker?since=ISO&until=ISO`: quotes in [since, until); by default the last hour."""
+    return _window_api(query, now, lambda since, until: [q.record for q in coins.quotes(since, until)])
+
+
+NEWS = "Demo Coin News"
+
+
+def _script_json(data: object) -> str:
+    """JSON to embed in a <script>: `<`, `>` and `&` as \\u escapes, so no value can end the script."""
+    text = json.dumps(data, ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def news_listing(number: int) -> Page:
+    listed = coin_news.news_page(number)
+    if not listed:
+        return not_found()
+    cards = []
+    for a in listed:
+        title = _e(a.headline) if a.headline is not None else "(untitled)"
+        when = f' <time datetime="{_e(a.published)}">{_e(a.published)}</time>' if a.published else ""
+        cards.append(
+            f'      <li class="article-card"><a class="article-link" href="../{_e(a.slug)}.html">'
+            f'<span class="article-title">{title}</span></a>{when}</li>'
+        )
+    main = f"""    <h1>Coin news</h1>
+    <ol class="article-list">
+{chr(10).join(cards)}
+    </ol>
+{_pager(number, coin_news.news_page_count())}"""
+    return _html(_layout(f"Coin news, page {number}", main, site=NEWS))
+
+
+def _json_ld(a: DemoArticle) -> str:
+    data: dict[str, Any] = {"@context": "https://schema.org", "@type": "NewsArticle"}
+    values = {
+        "headline": a.headline,
+        "datePublished": a.published,
+        "dateModified": a.modified,
+        "author": {"@type": "Person", "name": a.author} if a.author is not None else None,
+        "articleSection": a.section,
+        "keywords": list(a.coins) if a.coins is not None else None,
+        "url": a.path,
+        "publisher": {"@type": "Organization", "name": NEWS},
+    }
+    data.update({k: v for k, v in values.items() if v is not None})
+    text = _script_json(data)
+    if a.jsonld_broken:
+        text = text[:-1] + ",}"  # a trailing comma: not JSON
+    return f'\n  <script type="application/ld+json">{text}</script>'
+
+
+def news_article(a: DemoArticle) -> Page:
+    head = f'\n  <link rel="canonical" href="{_e(a.path)}">' if a.canonical else ""
+    parts: list[str] = []
+    if a.headline is not None:
+        parts.append(f'      <h1 class="headline">{_e(a.headline)}</h1>')
+    byline = []
+    if a.author is not None:
+        byline.append(f'By <span class="author">{_e(a.author)}</span>')
+    if a.published is not None:
+        byline.append(f'<time datetime="{_e(a.published)}">{_e(a.published)}</time>')
+    if byline:
+        parts.append(f'      <p class="byline">{" · ".join(byline)}</p>')
+    if a.section is not None:
+        parts.append(f'      <p class="section">{_e(a.section)}</p>')
+    if a.coins:
+        tags = "".join(f'<li class="coin">{_e(c)}</li>' for c in a.coins)
+        parts.append(f'      <ul class="coins">{tags}</ul>')
+    paragraphs = "\n".join(f"<p>{_e(p)}</p>" for p in a.body)
+    parts.append(f'      <div class="article-body">{paragraphs}</div>')
+    if a.sentiment is not None:
+        parts.append(f'      <p class="sentiment">Sentiment: {_e(a.sentiment)}</p>')
+    main = (
+        '    <nav class="breadcrumb"><a href="page/1.html">Coin news</a></nav>\n'
+        '    <article class="news-article">\n' + "\n".join(parts) + "\n    </article>"
+    )
+    title = a.headline if a.headline is not None else "Article"
+    return _html(_layout(title, main, site=NEWS, head=head + _json_ld(a)))
 
 
 def _json(data: object, status: int = 200) -> Page:
@@ -239,6 +337,11 @@ def _image(match: re.Match[str]) -> Page:
     return image(product) if product else not_found()
 
 
+def _article(match: re.Match[str]) -> Page:
+    article = coin_news.article_by_slug().get(match.group(1))
+    return news_article(article) if article else not_found()
+
+
 def _redirect(location: str) -> Callable[[], Page]:
     return lambda: Page(301, TEXT, b"", location=location)
 
@@ -249,12 +352,16 @@ _FIXED: dict[str, Callable[[], Page]] = {
     "/catalogue": _redirect("/catalogue/page/1.html"),
     "/catalogue/": _redirect("/catalogue/page/1.html"),
     "/admin": admin,
+    "/coins/news": _redirect("/coins/news/page/1.html"),
+    "/coins/news/": _redirect("/coins/news/page/1.html"),
 }
 _PATTERNS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], Page]], ...] = (
     (re.compile(r"/catalogue/page/(\d{1,6})\.html"), lambda m: listing(int(m.group(1)))),
     (re.compile(r"/catalogue/(product|private)/([A-Za-z0-9_-]+)\.html"), _product),
     (re.compile(r"/static/img/([A-Za-z0-9_-]+)\.svg"), _image),
     (re.compile(r"/admin/.*"), lambda m: admin()),
+    (re.compile(r"/coins/news/page/(\d{1,4})\.html"), lambda m: news_listing(int(m.group(1)))),
+    (re.compile(r"/coins/news/(n\d{4}-[a-z0-9-]+)\.html"), _article),
 )
 
 
@@ -263,6 +370,8 @@ def render(target: str, now: datetime | None = None) -> Page:
     parts = urlsplit(target)
     if parts.path == "/api/readings":
         return api_readings(parts.query, now)
+    if parts.path == "/api/coins/ticker":
+        return api_ticker(parts.query, now)
     if fixed := _FIXED.get(parts.path):
         return fixed()
     for pattern, page in _PATTERNS:

@@ -78,7 +78,11 @@ def make_server(host: str = "127.0.0.1", port: int = 0) -> DemoServer:
 def serve(host: str, port: int) -> None:
     """Serve until interrupted (the CLI)."""
     with make_server(host, port) as server:
-        logger.info("demo site at %s (robots.txt, /catalogue/page/1.html, /api/readings)", server.url)
+        logger.info(
+            "demo site at %s (robots.txt, /catalogue/page/1.html, /api/readings, /api/coins/ticker, "
+            "/coins/news/page/1.html)",
+            server.url,
+        )
         try:
             server.serve_forever()
         except KeyboardInterrupt:

@@ -7,6 +7,7 @@ import pytest
 from consumers.kafka_config import consumer_config, producer_config
 from consumers.metrics import ConsumerMetrics
 from consumers.settings import ConsumerSettings, resolve
+from crawlstore.config import current
 from crawlstore.settings import KafkaSettings
 
 pytestmark = pytest.mark.unit
@@ -24,8 +25,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_defaults_per_sink() -> None:
     config = resolve("postgres", ConsumerSettings())
     assert config.group == "crawlstore-postgres"
-    # The declared topics, exactly: no pattern that could pick up a topic of an undeclared kind.
-    assert config.topics == ("crawl.products", "crawl.readings") and config.topic_pattern is None
+    # What the configuration declares: its topics, a pattern only for a declared topic family prefix.
+    assert (config.topics, config.topic_pattern) == current().subscription()
     assert config.metrics_port == 9101
     assert resolve("opensearch", ConsumerSettings()).metrics_port == 9102
     hdfs = resolve("hdfs", ConsumerSettings())

@@ -1,4 +1,5 @@
-"""The demo site: deterministic, big enough, and its manifest agrees with the item schema."""
+"""The demo site: deterministic, big enough, and its manifest agrees with the item schema (the
+coin ticker and news site: test_demosite_coins.py)."""
 
 from __future__ import annotations
 
@@ -39,10 +40,13 @@ CRAWLED_AT = "2026-01-01T00:00:00+00:00"
 
 DIGEST_SCRIPT = """
 import hashlib
-from demo.site import catalogue, render
-paths = ["/", "/robots.txt", "/api/readings?since=2025-06-14T07:00:00Z&until=2025-06-14T08:00:00Z"]
+from demo.site import catalogue, coin_news, render
+window = "since=2025-06-14T07:00:00Z&until=2025-06-14T08:00:00Z"
+paths = ["/", "/robots.txt", f"/api/readings?{window}", f"/api/coins/ticker?{window}"]
 paths += [f"/catalogue/page/{n}.html" for n in range(1, catalogue.page_count() + 1)]
 paths += [p.path for p in catalogue.products()]
+paths += [f"/coins/news/page/{n}.html" for n in range(1, coin_news.news_page_count() + 1)]
+paths += [a.path for a in coin_news.articles()]
 digest = hashlib.sha256()
 for path in paths:
     page = render(path)
@@ -212,6 +216,9 @@ def test_robots_txt_opens_the_catalogue_and_closes_admin_and_private_pages() -> 
     assert robots.can_fetch(f"{BASE}/catalogue/page/1.html", agent)
     assert robots.can_fetch(f"{BASE}/catalogue/product/P00001.html", agent)
     assert robots.can_fetch(f"{BASE}/api/readings", agent)
+    assert robots.can_fetch(f"{BASE}/api/coins/ticker", agent)
+    assert robots.can_fetch(f"{BASE}/coins/news/page/1.html", agent)
+    assert robots.can_fetch(f"{BASE}/coins/news/n1001-x.html", agent)
     assert not robots.can_fetch(f"{BASE}/admin/", agent)
     assert not robots.can_fetch(f"{BASE}{catalogue.ROBOTS_BLOCKED_PATH}", agent)
     # The site itself serves them: only robots.txt keeps crawlers out.
@@ -226,6 +233,11 @@ def test_unknown_and_hostile_paths_are_not_found() -> None:
         "/catalogue/product/NOPE.html",
         "/catalogue/private/P00001.html",
         "/static/img/NOPE.svg",
+        "/coins/news/page/0.html",
+        "/coins/news/page/4.html",
+        "/coins/news/n9999-nope.html",
+        "/coins/news/../../etc/passwd.html",
+        "/coins/news/N1001-UPPER.html",
     ):
         assert render(path).status == 404, path
 
@@ -237,6 +249,12 @@ def test_saved_fixture_pages_are_what_the_site_serves(fixture: str) -> None:
         path = f"/catalogue/page/{fixture.removeprefix('listing_page_').removesuffix('.html')}.html"
     elif fixture.startswith("product_"):
         path = f"/catalogue/product/{fixture.removeprefix('product_')}"
+    elif fixture.startswith("news_page_"):
+        path = f"/coins/news/page/{fixture.removeprefix('news_page_')}"
+    elif fixture.startswith("news_"):
+        path = f"/coins/news/{fixture.removeprefix('news_')}"
+    elif fixture == "api_coins_ticker_0700_0715.json":
+        path = "/api/coins/ticker?since=2025-06-14T07:00:00Z&until=2025-06-14T07:15:00Z"
     else:
         assert fixture == "api_readings_0700_0715.json"
         path = "/api/readings?since=2025-06-14T07:00:00Z&until=2025-06-14T07:15:00Z"

@@ -13,6 +13,7 @@ import pytest
 import scrapy
 from scrapy.http import HtmlResponse, TextResponse
 
+from crawlstore.config import config_dir
 from crawlstore.crawl.normalise import money, normalise, timestamp
 from crawlstore.crawl.pipelines import JsonLinesWriter
 from crawlstore.crawl.spiders import CatalogueSpider, JsonApiSpider
@@ -406,7 +407,9 @@ def test_normalise_fills_source_crawl_time_and_page_url() -> None:
 
 
 def test_demo_sources_are_declared() -> None:
-    assert [s.name for s in SOURCES] == ["demo_sensors", "demo_shop"]  # file-name order
+    declared = sorted(p.stem for p in config_dir().glob("sources/*.yaml"))
+    assert [s.name for s in SOURCES] == declared  # file-name order
+    assert {"demo_coin_news", "demo_coin_ticker", "demo_sensors", "demo_shop"} <= set(declared)
     assert (DEMO_SHOP.kind, DEMO_SHOP.topic, DEMO_SHOP.spider) == ("product", "crawl.products", "catalogue")
     assert (DEMO_SENSORS.kind, DEMO_SENSORS.topic, DEMO_SENSORS.spider) == (
         "reading",
