@@ -8,6 +8,7 @@ dead-letter topics, with the commands to look for yourself.
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import os
 import sys
@@ -16,10 +17,12 @@ from collections import Counter
 from typing import Any
 
 import psycopg2
+import pyarrow.parquet as pq
 import requests
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from psycopg2 import sql
 
+from consumers.hdfs import HdfsSink
 from consumers.opensearch import index_name
 from consumers.postgres_schema import TableSpec
 from consumers.settings import ConsumerSettings
@@ -87,39 +90,42 @@ def dead_letters(kafka: KafkaSettings, topic: str) -> Counter[str]:
         consumer.close()
 
 
-def hdfs_summary(hdfs: HdfsSettings, topic: str) -> tuple[int, int]:
-    """Committed files and lines under the topic's directory."""
-    base = f"{hdfs.webhdfs_url}/webhdfs/v1{HDFS_ROOT}/{topic}"
-    user = {"user.name": hdfs.user}
-    files = lines = 0
-    days = requests.get(base, params={"op": "LISTSTATUS", **user}, timeout=10)
-    if days.status_code == 404:
-        return 0, 0
-    for day in days.json()["FileStatuses"]["FileStatus"]:
-        if day["type"] != "DIRECTORY":
-            continue
-        listing = requests.get(f"{base}/{day['pathSuffix']}", params={"op": "LISTSTATUS", **user}, timeout=10)
-        for f in listing.json()["FileStatuses"]["FileStatus"]:
-            if f["type"] == "FILE" and not f["pathSuffix"].startswith("_"):
-                files += 1
-                body = requests.get(
-                    f"{base}/{day['pathSuffix']}/{f['pathSuffix']}", params={"op": "OPEN", **user}, timeout=30
-                )
-                lines += body.content.count(b"\n")
-    return files, lines
+def hdfs_summary(hdfs: HdfsSink, topic: str) -> tuple[str, int, int]:
+    """Where the topic's files are (its layout), how many are committed, and the records in them."""
+    layout = hdfs.layout(topic)
+    files = hdfs.committed_files(topic)
+    records = 0
+    for path, committed in files.items():
+        content = hdfs.fs.read(path)
+        if committed.format == "parquet":
+            records += pq.read_metadata(io.BytesIO(content)).num_rows
+        else:
+            records += content.count(b"\n")
+    return f"{layout.base}/{layout.day_before}<day>{layout.day_after}/", len(files), records
+
+
+POLL_DEMO_S = 65  # how long the demo lets a polling source poll (past a minute: the demo API's step)
 
 
 def run_crawls(api: AirflowApi, max_pages: int | None, timeout_s: float) -> dict[str, Any]:
-    dag_ids = [f"crawl_{s.name}" for s in SOURCES]
-    api.wait_for_dags(dag_ids)
+    dag_ids = {f"crawl_{s.name}": s for s in SOURCES}
+    api.wait_for_dags(list(dag_ids))
     results: dict[str, Any] = {}
     runs = {}
-    for dag_id in dag_ids:
-        conf = {"max_pages": max_pages} if max_pages else {}
+    for dag_id, source in dag_ids.items():
+        if source.poll is not None:
+            conf: dict[str, Any] = {"duration_s": POLL_DEMO_S}
+        else:
+            conf = {"max_pages": max_pages} if max_pages else {}
         runs[dag_id] = api.trigger_now(dag_id, conf=conf)
         log.info("triggered %s run %s", dag_id, runs[dag_id])
         api.unpause(dag_id)
     try:
+        for dag_id, run_id in runs.items():
+            if dag_ids[dag_id].poll is not None:
+                # @continuous: once this run polls, pause the DAG so that no next run follows it.
+                api.wait_for_task(dag_id, run_id, "poll", timeout_s=timeout_s)
+                api.call("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
         for dag_id, run_id in runs.items():
             state = api.wait_for_run(dag_id, run_id, timeout_s=timeout_s)
             if state != "success":
@@ -127,9 +133,8 @@ def run_crawls(api: AirflowApi, max_pages: int | None, timeout_s: float) -> dict
                     f"{dag_id} run {run_id} {state}: {api.task_states(dag_id, run_id)}; "
                     f"task logs in the Airflow UI or .stack/logs/airflow-tasks/dag_id={dag_id}/"
                 )
-            results[dag_id] = {
-                task: api.xcom(dag_id, run_id, task) for task in ("crawl", "validate", "publish_kafka")
-            }
+            tasks = ("poll",) if dag_ids[dag_id].poll is not None else ("crawl", "validate", "publish_kafka")
+            results[dag_id] = {task: api.xcom(dag_id, run_id, task) for task in tasks}
     finally:
         for dag_id in dag_ids:  # scheduled runs stay off: the demo decides when to crawl
             api.call("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
@@ -140,28 +145,40 @@ def report(results: dict[str, Any], lag: dict[str, int], kafka: KafkaSettings) -
     pg, os_settings, hdfs = PostgresSettings(), OpenSearchSettings(), HdfsSettings()
     print("\n=== Crawled (Airflow runs) ===")
     for dag_id, r in results.items():
+        if "poll" in r:
+            p = r["poll"]
+            print(
+                f"{dag_id:<26} polled {p['polls']:>3} times: {p['items']:>4} items   valid {p['valid']:>5}   "
+                f"invalid {p['invalid']:>3}   published {p['published']:>5}"
+            )
+            continue
         v = r["validate"]
         print(
-            f"{dag_id:<22} crawled {r['crawl']['items']:>5}   valid {v['valid']:>5}   "
+            f"{dag_id:<26} crawled {r['crawl']['items']:>5}   valid {v['valid']:>5}   "
             f"invalid {v['invalid']:>3} "
             f"(dead-lettered {v['dead_lettered']})   published {r['publish_kafka']['published']:>5} "
             f"at {r['publish_kafka']['rate']:,.0f} msg/s"
         )
     print("\n=== Landed ===")
-    kinds = current().kinds.values()
+    kinds = list(current().kinds.values())
     with psycopg2.connect(**pg.connect_kwargs()) as conn, conn.cursor() as cur:
         for kind in kinds:
             table = TableSpec.for_kind(kind).table
             cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
-            print(f"PostgreSQL  {table:<9} {cur.fetchone()[0]:>6} rows")
+            print(f"PostgreSQL  {table:<26} {cur.fetchone()[0]:>6} rows")
     conn.close()
     for kind in kinds:
         index = index_name(INDEX_PREFIX, kind.kind)
         count = requests.get(f"{os_settings.url}/{index}/_count", timeout=10).json().get("count", 0)
-        print(f"OpenSearch  {index:<14} {count:>6} documents")
-    for topic in pipeline_topics():
-        files, lines = hdfs_summary(hdfs, topic)
-        print(f"HDFS        {HDFS_ROOT}/{topic}/  {files} file(s), {lines} line(s)")
+        print(f"OpenSearch  {index:<26} {count:>6} documents")
+    sink = HdfsSink(hdfs, root=HDFS_ROOT)
+    try:
+        for topic in pipeline_topics():
+            where, files, records = hdfs_summary(sink, topic)
+            fmt = sink.layout(topic).format
+            print(f"HDFS        {where:<42} {files:>3} {fmt} file(s), {records:>5} records  ({topic})")
+    finally:
+        sink.stop()
     print(f"consumer lag: {', '.join(f'{g} {n}' for g, n in lag.items())}")
     print("\n=== Dead letters ===")
     for topic in pipeline_topics():
@@ -169,19 +186,22 @@ def report(results: dict[str, Any], lag: dict[str, int], kafka: KafkaSettings) -
             counts = dead_letters(kafka, t)
             detail = ", ".join(f"{k} x{n}" for k, n in counts.most_common(6))
             print(f"{t:<28} {sum(counts.values()):>4}  {detail}")
+    first, topic = current().kinds[SOURCES[0].kind], SOURCES[0].topic
+    table = TableSpec.for_kind(first).table
     print(f"""
 === Look for yourself ===
 Airflow UI       {os.environ.get("AIRFLOW_API_URL", "http://127.0.0.1:8080")}
                    (user admin, password AIRFLOW_ADMIN_PASSWORD in .stack/env)
 PostgreSQL       set -a; . .stack/env; set +a
                  PGPASSWORD=$POSTGRES_PASSWORD psql -h 127.0.0.1 -U crawlstore crawlstore \\
-                   -c 'SELECT product_id, name, price, kafka_partition, kafka_offset FROM products LIMIT 5'
-OpenSearch       curl '{os_settings.url}/crawl-products/_search?q=name:lamp&size=3&pretty'
-HDFS             {hdfs.webhdfs_url}/explorer.html#{HDFS_ROOT}
-Kafka            kcat -b {kafka.bootstrap_servers} -C -t crawl.products -o -3 -e -f '%t[%p]@%o %k %h\\n%s\\n'
-Dead letters     kcat -b {kafka.bootstrap_servers} -C -t crawl.products-dlq -e -f '%k\\n%h\\n\\n'
+                   -c 'SELECT {first.key_field}, kafka_offset, landed_at FROM {table} LIMIT 5'
+OpenSearch       curl '{os_settings.url}/{index_name(INDEX_PREFIX, first.kind)}/_search?size=3&pretty'
+HDFS             {hdfs.webhdfs_url}/explorer.html#{HDFS_ROOT}   (each topic's folder: above)
+Kafka            kcat -b {kafka.bootstrap_servers} -C -t {topic} -o -3 -e -f '%t[%p]@%o %k %h\\n%s\\n'
+Dead letters     kcat -b {kafka.bootstrap_servers} -C -t {dlq_topic(topic)} -e -f '%k\\n%h\\n\\n'
 Consumers        curl http://127.0.0.1:9101/metrics   (9102 opensearch, 9103 hdfs)
-Replay           docs/replay.md""")
+Replay           docs/replay.md
+Configuration    .venv/bin/python -m crawlstore.config check   (docs/configuration.md)""")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ import requests
 
 log = logging.getLogger(__name__)
 FINISHED = {"success", "failed"}
+STARTED = {"running", "success", "failed", "up_for_retry"}
 
 
 class AirflowApiError(RuntimeError):
@@ -79,6 +80,17 @@ class AirflowApi:
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
         tis = self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
         return {ti["task_id"]: ti["state"] for ti in tis}
+
+    def wait_for_task(self, dag_id: str, run_id: str, task_id: str, timeout_s: float = 600.0) -> str:
+        """Wait until the task has started (or finished); returns its state."""
+        deadline = time.monotonic() + timeout_s
+        while (state := self.task_states(dag_id, run_id).get(task_id)) not in STARTED:
+            if time.monotonic() > deadline:
+                raise AirflowApiError(
+                    f"{dag_id} run {run_id}: {task_id} still {state} after {timeout_s:.0f}s"
+                )
+            time.sleep(1)
+        return str(state)
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout_s: float = 600.0) -> str:
         """Poll until the run finishes, logging task states as they change; returns the run's state."""
