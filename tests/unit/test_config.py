@@ -281,8 +281,11 @@ def test_the_derived_models_of_the_bundled_kinds_validate_as_declared() -> None:
 
 
 def test_a_kinds_model_table_and_mapping_are_derived_from_its_declaration(tmp_path: Path) -> None:
-    """One declaration, three derived layouts: no hand-kept copy anywhere to drift."""
+    """One declaration, four derived layouts: no hand-kept copy anywhere to drift."""
+    import pyarrow as pa
+
     from consumers.opensearch import mapping_for
+    from consumers.parquet import arrow_schema
     from consumers.postgres_schema import TableSpec, column_type, create_table
 
     load.cache_clear()
@@ -302,6 +305,11 @@ def test_a_kinds_model_table_and_mapping_are_derived_from_its_declaration(tmp_pa
     assert properties["salary"] == {"type": "scaled_float", "scaling_factor": 100}
     assert properties["posted_at"] == {"type": "date"} and properties["tags"]["type"] == "keyword"
     assert mapping["_meta"]["crawlstore"]["fields"]["salary"] == {"type": "decimal", "required": False}
+    schema = arrow_schema(kind)  # HDFS Parquet files
+    assert schema.names == [*declared, "source", "crawled_at", "kafka"]
+    assert [schema.field(n).type for n in declared] == [
+        pa.string(), pa.string(), pa.decimal128(12, 2), pa.timestamp("us", tz="UTC"), pa.list_(pa.string()), pa.string(),
+    ]  # fmt: skip
 
 
 def test_changes_a_store_cannot_apply_safely_are_named() -> None:
@@ -436,6 +444,8 @@ def test_a_topic_family_sets_the_hdfs_layout_and_makes_the_consumers_follow_its_
         ({"family": "x", "topics": "coin.*", "hdfs": {"path": "/raw/{date}"}}, "name the topic"),
         ({"family": "x", "topics": "coin.*", "hdfs": {"path": "/r/{root}/{name}/{date}"}}, "{root} can only"),
         ({"family": "x", "topics": "coin.*", "hdfs": {"path": "/r a/{name}/{date}"}}, "may hold only"),
+        ({"family": "x", "topics": "coin.*", "hdfs": {"path": "/räw/{name}/{date}"}}, "may hold only"),
+        ({"family": "x", "topics": "coin.*", "hdfs": {"path": "/raw/{name}/{date}'; --"}}, "may hold only"),
         ({"family": "x", "topics": "coin.*", "hdfs": {"format": "csv"}}, "hdfs.format"),
         ({"family": "x", "topics": "coin.*", "hdfs": {"layout": "/x"}}, "unknown key(s) layout"),
         ({"family": "other", "topics": "coin.*"}, "declared in a file named 'x.yaml'"),
