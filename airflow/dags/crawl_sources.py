@@ -81,7 +81,7 @@ def build_poll_dag(source: Source) -> None:
         start_date=datetime(2025, 1, 1, tzinfo=UTC),
         catchup=False,
         max_active_runs=1,
-        tags=["poll", source.kind, source.topic],
+        tags=["crawl", "poll", source.kind, source.topic],
         default_args={"retries": 2, "retry_delay": timedelta(seconds=10)},
         params={
             "duration_s": Param(

@@ -27,7 +27,8 @@ def test_every_source_dag_is_listed_without_import_errors(api: AirflowApi) -> No
     assert api.call("GET", "/importErrors")["import_errors"] == []
     for dag_id in wanted:
         dag = api.call("GET", f"/dags/{dag_id}")
-        assert {t["name"] for t in dag["tags"]} >= {"crawl"}
+        source = next(s for s in SOURCES if f"crawl_{s.name}" == dag_id)
+        assert {t["name"] for t in dag["tags"]} >= {"crawl", source.kind, source.topic}
 
 
 def test_a_triggered_run_succeeds_and_reports_its_counts(api: AirflowApi) -> None:

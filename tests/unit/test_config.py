@@ -308,7 +308,8 @@ def test_a_kinds_model_table_and_mapping_are_derived_from_its_declaration(tmp_pa
     schema = arrow_schema(kind)  # HDFS Parquet files
     assert schema.names == [*declared, "source", "crawled_at", "kafka"]
     assert [schema.field(n).type for n in declared] == [
-        pa.string(), pa.string(), pa.decimal128(12, 2), pa.timestamp("us", tz="UTC"), pa.list_(pa.string()), pa.string(),
+        pa.string(), pa.string(), pa.decimal128(12, 2),
+        pa.timestamp("us", tz="UTC"), pa.list_(pa.string()), pa.string(),
     ]  # fmt: skip
 
 
