@@ -204,7 +204,10 @@ class HdfsSink(SinkTask):
             return [(d.record.offset, record_day(d), d.document() + b"\n") for d in items], []
         if not items:
             return [], []
-        kind = items[0].item.spec
+        try:  # the declared kind of the topic; for a topic joined by pattern, its first record's
+            kind = self.config.kind_of_topic(tp.topic)
+        except KeyError:
+            kind = items[0].item.spec
         self._schemas[tp] = schema = parquet.arrow_schema(kind)
         rejected: list[Rejection] = []
         same = []

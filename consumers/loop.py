@@ -27,8 +27,9 @@ from consumers.errors import FatalError, TransientError
 from consumers.flushing import BatchFlushing, describe
 from consumers.settings import RuntimeConfig
 from consumers.sink import SinkTask
+from crawlstore.init import create_topics
 from crawlstore.settings import KafkaSettings
-from crawlstore.topics import DLQ_SUFFIX
+from crawlstore.topics import DLQ_SUFFIX, pipeline_topics, twin_specs
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class SinkLoop(BatchFlushing):
         )
         self.opened: set[TopicPartition] = set()
         self.pending_open: set[TopicPartition] = set()
+        self._twins_ready: set[str] = set()
         self.stop_requested = False
         self._stop_deadline = math.inf
         self._closing = False
@@ -221,6 +223,18 @@ class SinkLoop(BatchFlushing):
             for tp in revoked:
                 self.durable_next.pop(tp, None)
 
+    def _ensure_twins(self, topics: set[str]) -> None:
+        """A topic joined by pattern that no source declares may lack its `-dlq` twins (init creates
+        only the declared ones): create them, so that its dead letters have somewhere to go."""
+        for topic in sorted(topics - self._twins_ready):
+            if topic not in pipeline_topics():
+                created = create_topics(self.kafka, twin_specs(topic), timeout_s=10)
+                if created:
+                    log.warning(
+                        "%s joined by pattern had no dead-letter twins: created %s", topic, ", ".join(created)
+                    )
+            self._twins_ready.add(topic)
+
     def _open_pending(self) -> None:
         """Open newly assigned partitions in the sink and seek to where the sink says they resume."""
         assert self.consumer is not None
@@ -232,6 +246,7 @@ class SinkLoop(BatchFlushing):
             if not tps:
                 return
             try:
+                self._ensure_twins({tp.topic for tp in tps})
                 committed = {tp: self.consumer.committed(tp, timeout_ms=10_000) for tp in tps}
                 start = self.sink.open(tps, committed)
             except (TransientError, KafkaError) as exc:

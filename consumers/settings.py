@@ -31,10 +31,12 @@ class SinkDefaults:
 
 
 # HDFS wants few large files (small files are its classic problem), the others want low latency.
+# HDFS's idle time is above a polling source's usual 10 s, so a steady poll does not make a file
+# per poll: its records gather until the batch is a minute old.
 SINK_DEFAULTS: dict[str, SinkDefaults] = {
     "postgres": SinkDefaults(9101, 2000, 8 * MIB, 500, 500),
     "opensearch": SinkDefaults(9102, 2000, 8 * MIB, 1000, 1000),
-    "hdfs": SinkDefaults(9103, 200_000, 128 * MIB, 60_000, 5_000),
+    "hdfs": SinkDefaults(9103, 200_000, 128 * MIB, 60_000, 15_000),
 }
 
 

@@ -920,7 +920,7 @@ URLS = {
     "opensearch": "http://127.0.0.1:9200",
     "hdfs": "hdfs://127.0.0.1:8020, WebHDFS/UI http://127.0.0.1:9870",
     "airflow": "http://127.0.0.1:8080 (user admin, password in .stack/env)",
-    "demo-site": "http://127.0.0.1:8000 (shop, sensor API, coin ticker API and news)",
+    "demo-site": "http://127.0.0.1:8000 (shop, sensors, coins)",
     "consumers": "/health, /metrics on :9101 pg, :9102 os, :9103 hdfs",
 }
 

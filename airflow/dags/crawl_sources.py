@@ -85,7 +85,7 @@ def build_poll_dag(source: Source) -> None:
         default_args={"retries": 2, "retry_delay": timedelta(seconds=10)},
         params={
             "duration_s": Param(
-                run_s, type="integer", minimum=1, maximum=86_400, description="How long this run polls"
+                run_s, type="integer", minimum=1, maximum=2 * run_s, description="How long this run polls"
             )
         },
         doc_md=__doc__,

@@ -574,10 +574,14 @@ class Store:
 
 
 def parquet_config(folder: Path, topic: str) -> Path:
-    """A copy of the bundled configuration where `topic` is written as Parquet."""
+    """A copy of the bundled configuration where `topic` (a test topic) is written as Parquet."""
     shutil.copytree(DEFAULT_DIR, folder, dirs_exist_ok=True)
     (folder / "topics").mkdir(exist_ok=True)
-    family = {"family": "under_test", "topics": topic, "hdfs": {"format": "parquet"}}
+    family = {
+        "family": "under_test",
+        "topics": topic.split(".", maxsplit=1)[0] + ".*",
+        "hdfs": {"format": "parquet"},
+    }
     (folder / "topics" / "under_test.yaml").write_text(json.dumps(family), encoding="utf-8")
     return folder
 

@@ -4,6 +4,7 @@ prefix followed without a restart. (Parquet after kill -9: test_consumers_crash.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
@@ -14,6 +15,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError
 
 from consumers.hdfs_files import parse_file_name
 from crawlstore.config.loader import DEFAULT_DIR
@@ -77,7 +80,14 @@ def test_a_parquet_topic_lands_files_pyarrow_reads_back_with_the_declared_types(
 
 
 def test_a_family_lays_out_its_topics_and_the_consumer_follows_a_new_topic_under_its_prefix(
-    kit: Any, make_topic: Any, producer: Any, run_consumer: Any, webhdfs: Any, tmp_path: Path
+    kit: Any,
+    make_topic: Any,
+    producer: Any,
+    run_consumer: Any,
+    webhdfs: Any,
+    tmp_path: Path,
+    read_topic: Any,
+    kafka_servers: str,
 ) -> None:
     run = uuid.uuid4().hex[:10]
     prefix, base = f"test.f{run}.", f"/test/f{run}"
@@ -98,8 +108,10 @@ def test_a_family_lays_out_its_topics_and_the_consumer_follows_a_new_topic_under
     try:
         consumer.wait_healthy()
         assert f"/^({prefix.replace('.', chr(92) + '.')}" in consumer.log_text()
-        beta = make_topic(f"{prefix}beta", partitions=1)  # created after the consumer started
+        # Created after the consumer started, and without its -dlq twins: nobody declared it.
+        beta = make_topic(f"{prefix}beta", partitions=1, with_dlq=False)
         sent_beta = producer(beta, [kit.product(f"B{run}-{i}", i) for i in range(30)])
+        [bad] = producer(beta, [kit.Sent(b"bad", b"{not json", [], None)])
 
         def landed(name: str) -> list[dict[str, Any]]:
             out: list[dict[str, Any]] = []
@@ -124,6 +136,16 @@ def test_a_family_lays_out_its_topics_and_the_consumer_follows_a_new_topic_under
         assert {(r["kafka"]["topic"], r["kafka"]["offset"]) for r in landed("beta")} == {
             (beta, s.offset) for s in sent_beta
         }
+        # The consumer made the twins, and the bad record is dead-lettered there, not stuck.
+        kit.eventually(
+            "the bad record in the created -dlq twin", lambda: len(read_topic(f"{beta}-dlq")) == 1, 60
+        )
+        assert kit.dlq_sources(read_topic(f"{beta}-dlq")) == {(bad.partition, bad.offset)}
+        assert f"{beta} joined by pattern had no dead-letter twins: created {beta}-dlq" in consumer.log_text()
     finally:
         webhdfs.delete(base)
+        admin = KafkaAdminClient(bootstrap_servers=kafka_servers)
+        with contextlib.suppress(KafkaError):
+            admin.delete_topics([f"{prefix}beta-dlq", f"{prefix}beta-dlq-parking"])
+        admin.close()
     assert consumer.stop() == 0

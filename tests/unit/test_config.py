@@ -404,7 +404,8 @@ def write_family(folder: Path, name: str, data: dict[str, Any]) -> None:
 def test_a_topic_family_sets_the_hdfs_layout_and_makes_the_consumers_follow_its_prefix(
     tmp_path: Path,
 ) -> None:
-    folder = write(tmp_path, {"job.yaml": KIND}, {"acme_jobs.yaml": SOURCE})
+    raw = {**SOURCE, "source": "acme_raw", "topic": "jobs.raw.acme"}
+    folder = write(tmp_path, {"job.yaml": KIND}, {"acme_jobs.yaml": SOURCE, "acme_raw.yaml": raw})
     write_family(
         folder, "jobs", {"family": "jobs", "topics": "jobs.raw.*", "hdfs": {"path": "/raw/{name}/{date}"}}
     )
@@ -450,6 +451,15 @@ def test_a_topic_family_sets_the_hdfs_layout_and_makes_the_consumers_follow_its_
         ({"family": "x", "topics": "coin.*", "hdfs": {"format": "csv"}}, "hdfs.format"),
         ({"family": "x", "topics": "coin.*", "hdfs": {"layout": "/x"}}, "unknown key(s) layout"),
         ({"family": "other", "topics": "coin.*"}, "declared in a file named 'x.yaml'"),
+        (
+            {"family": "x", "topics": "coin.*", "hdfs": {"path": "/lake/env=prod/{name}/{date}"}},
+            "= only in the day",
+        ),
+        (
+            {"family": "x", "topics": "coin.*", "hdfs": {"path": "/{topic}-{date}"}},
+            "needs a directory above it",
+        ),
+        ({"family": "x", "topics": "crawl.job"}, "no source publishes to 'crawl.job'"),
     ],
 )
 def test_a_wrong_topic_family_is_refused_with_its_file_and_key(
@@ -466,3 +476,55 @@ def test_two_families_cannot_declare_the_same_topics(tmp_path: Path) -> None:
     write_family(folder, "a", {"family": "a", "topics": "coin.*"})
     write_family(folder, "b", {"family": "b", "topics": "coin.*"})
     assert problems(folder) == ["topics/b.yaml: topics: 'coin.*' is declared by a.yaml too"]
+
+
+POLL_SOURCE = {
+    **SOURCE,
+    "spider": "json_api",
+    "start_url": "https://api.example/jobs?since={data_interval_start}&until={data_interval_end}",
+    "schedule": "@continuous",
+    "poll": {"every_s": 10},
+    "extract": {"job_id": "id", "title": "title"},
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            {"spider": "catalogue", "extract": SOURCE["extract"]},
+            "a json_api source with schedule @continuous",
+        ),
+        ({"schedule": "@hourly"}, "a json_api source with schedule @continuous"),
+        ({"start_url": "https://api.example/jobs"}, "takes the window as {data_interval_start}"),
+        ({"start_url": "https://api.example/jobs?at={logical_date}"}, "(it has: logical_date)"),
+        ({"poll": {"every_s": 60, "run_s": 30}}, "run_s (30) is shorter than every_s (60)"),
+        ({"poll": {"every_s": 0.1}}, "poll.every_s"),
+        ({"poll": {"every_s": 10, "lag_s": -1}}, "poll.lag_s"),
+    ],
+)
+def test_a_wrong_polling_source_is_refused(tmp_path: Path, change: dict[str, Any], expected: str) -> None:
+    found = problems(write(tmp_path, {"job.yaml": KIND}, {"acme_jobs.yaml": {**POLL_SOURCE, **change}}))
+    assert len(found) == 1 and found[0].startswith("sources/acme_jobs.yaml: ") and expected in found[0], found
+
+
+def test_a_polling_source_loads(tmp_path: Path) -> None:
+    load.cache_clear()
+    source = load(write(tmp_path, {"job.yaml": KIND}, {"acme_jobs.yaml": POLL_SOURCE})).sources["acme_jobs"]
+    assert source.poll is not None
+    assert (source.poll.every_s, source.poll.run_s, source.poll.window_s, source.poll.lag_s) == (
+        10,
+        600,
+        3600,
+        0,
+    )
+
+
+def test_a_family_never_covers_a_dead_letter_twin(tmp_path: Path) -> None:
+    folder = write(tmp_path, {"job.yaml": KIND}, {"acme_jobs.yaml": SOURCE})
+    write_family(folder, "jobs", {"family": "jobs", "topics": "crawl.*", "hdfs": {"format": "parquet"}})
+    load.cache_clear()
+    config = load(folder)
+    assert config.family_of("crawl.jobs") is not None
+    assert config.family_of("crawl.jobs-dlq") is None and config.family_of("crawl.jobs-dlq-parking") is None
+    assert config.hdfs_layout("crawl.jobs-dlq")[0].format == "jsonl"  # replays land as docs/replay.md says

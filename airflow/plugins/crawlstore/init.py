@@ -18,14 +18,18 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, RetriableError, TopicAlreadyExistsError
 
 from crawlstore.settings import KafkaSettings, PostgresSettings
-from crawlstore.topics import topic_specs
+from crawlstore.topics import TopicSpec, topic_specs
 
 log = logging.getLogger(__name__)
 SQL_DIR = Path(os.environ.get("CRAWLSTORE_SQL_DIR") or Path(__file__).resolve().parents[3] / "sql")
 
 
-def create_topics(settings: KafkaSettings, timeout_s: float = 120.0) -> list[str]:
-    """Create missing topics; returns the names created. Retries until the broker answers."""
+def create_topics(
+    settings: KafkaSettings, specs: list[TopicSpec] | None = None, timeout_s: float = 120.0
+) -> list[str]:
+    """Create the missing ones of `specs` (default: the pipeline's topics); returns the names created.
+    Retries until the broker answers."""
+    specs = topic_specs(settings.partitions) if specs is None else specs
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -41,7 +45,7 @@ def create_topics(settings: KafkaSettings, timeout_s: float = 120.0) -> list[str
         existing = set(admin.list_topics())
         wanted = [
             NewTopic(s.name, s.partitions, settings.replication_factor, topic_configs=s.config)
-            for s in topic_specs(settings.partitions)
+            for s in specs
             if s.name not in existing
         ]
         created = []
@@ -51,7 +55,7 @@ def create_topics(settings: KafkaSettings, timeout_s: float = 120.0) -> list[str
                 created.append(topic.name)
             except TopicAlreadyExistsError:
                 pass
-        for spec in topic_specs(settings.partitions):
+        for spec in specs:
             log.info(
                 "topic %s: %d partition(s) %s",
                 spec.name,

@@ -33,11 +33,18 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
 
 
+def twin_specs(topic: str) -> list[TopicSpec]:
+    """A topic's dead-letter twins: kept until someone deals with them."""
+    return [
+        TopicSpec(dlq_topic(topic), 1, {"retention.ms": "-1"}),
+        TopicSpec(parking_topic(topic), 1, {"retention.ms": "-1"}),
+    ]
+
+
 def topic_specs(partitions: int) -> list[TopicSpec]:
-    """Main topics keep a week; dead letters are kept until someone deals with them."""
+    """Main topics keep a week, with their twins."""
     specs: list[TopicSpec] = []
     for topic in pipeline_topics():
         specs.append(TopicSpec(topic, partitions, {"retention.ms": str(WEEK_MS)}))
-        specs.append(TopicSpec(dlq_topic(topic), 1, {"retention.ms": "-1"}))
-        specs.append(TopicSpec(parking_topic(topic), 1, {"retention.ms": "-1"}))
+        specs += twin_specs(topic)
     return specs

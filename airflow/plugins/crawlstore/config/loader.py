@@ -115,6 +115,12 @@ def load(directory: Path) -> Config:
     problems += _cross_check(kinds, sources, failed_kinds=_named_in(problems, "kinds/"))
     seen: dict[str, str] = {}
     for name, family in families.items():
+        if family.prefix is None and family.topics not in {src.topic for src in sources.values()}:
+            problems.append(
+                f"topics/{name}.yaml: topics: no source publishes to {family.topics!r} "
+                f"(sources' topics: {', '.join(sorted({src.topic for src in sources.values()}))}; "
+                "or a prefix ending in .*)"
+            )
         other = seen.setdefault(family.topics, name)
         if other != name:
             problems.append(f"topics/{name}.yaml: topics: {family.topics!r} is declared by {other}.yaml too")

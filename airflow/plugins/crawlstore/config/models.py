@@ -281,12 +281,24 @@ class Extract(Strict):
         return self
 
 
+POLL_PARAMS = frozenset({"data_interval_start", "data_interval_end"})
+
+
 class Poll(Strict):
     """Keep polling instead of crawling once per run: each poll validated and published at once."""
 
     every_s: float = Field(ge=1, le=3600, description="seconds from one poll to the next")
     run_s: int = Field(600, ge=10, le=86_400, description="how long one run polls (the next run goes on)")
     window_s: int = Field(3600, ge=1, le=86_400, description="the longest window one poll asks for")
+    lag_s: float = Field(0, ge=0, le=3600, description="windows end this long before now (late records)")
+
+    @model_validator(mode="after")
+    def _runs_poll(self) -> Poll:
+        if self.run_s < self.every_s:
+            raise ValueError(
+                f"run_s ({self.run_s}) is shorter than every_s ({self.every_s:g}): a run would poll once"
+            )
+        return self
 
 
 class SourceSpec(Strict):
@@ -327,11 +339,19 @@ class SourceSpec(Strict):
     @model_validator(mode="after")
     def _names(self) -> SourceSpec:
         _name(self.source, "source")
-        if self.poll is not None and (self.spider != "json_api" or self.schedule != "@continuous"):
-            raise ValueError(
-                "a polling source (`poll`) is a json_api source with schedule @continuous: "
-                "one run polls for poll.run_s seconds, then the next run takes over"
-            )
+        if self.poll is not None:
+            if self.spider != "json_api" or self.schedule != "@continuous":
+                raise ValueError(
+                    "a polling source (`poll`) is a json_api source with schedule @continuous: "
+                    "one run polls for poll.run_s seconds, then the next run takes over"
+                )
+            params = {p for p in TEMPLATE_PART.findall(self.start_url) if not p.isupper()}
+            if params != POLL_PARAMS:
+                has = ", ".join(sorted(params)) or "none"
+                raise ValueError(
+                    "a polling source's start_url takes the window as {data_interval_start} and "
+                    f"{{data_interval_end}} and no other run parameter (it has: {has})"
+                )
         return self
 
 
@@ -340,6 +360,7 @@ class SourceSpec(Strict):
 DEFAULT_HDFS_PATH = "{root}/{topic}/dt={date}"
 HDFS_PLACEHOLDERS = frozenset({"root", "topic", "name", "date"})
 HDFS_LITERAL = re.compile(r"^[A-Za-z0-9._=-]*$")
+HDFS_DIR = re.compile(r"^[A-Za-z0-9._-]*$")
 TOPIC_FAMILY = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+){0,8}(\.\*)?$")
 
 
@@ -354,7 +375,8 @@ class HdfsLayout(Strict):
         segments = value.split("/")
         if not value.startswith(("/", "{root}")) or value.endswith("/") or "//" in value:
             raise ValueError(f"{value!r} must be an absolute directory (starting with / or {{root}})")
-        for i, segment in enumerate(segments[1:] if value.startswith("/") else segments):
+        parts = segments[1:] if value.startswith("/") else segments
+        for i, segment in enumerate(parts):
             names = TEMPLATE_PART.findall(segment)
             unknown = sorted(set(names) - HDFS_PLACEHOLDERS)
             if unknown:
@@ -363,12 +385,16 @@ class HdfsLayout(Strict):
                     + ", ".join(f"{{{p}}}" for p in sorted(HDFS_PLACEHOLDERS))
                 )
             literal = TEMPLATE_PART.sub("", segment)
-            if not HDFS_LITERAL.fullmatch(literal) or segment in {"", ".", ".."}:
-                raise ValueError(
-                    f"{value!r}: segment {segment!r} may hold only A-Z a-z 0-9 . _ = - and placeholders"
-                )
+            last = i == len(parts) - 1
+            if not (HDFS_LITERAL if last else HDFS_DIR).fullmatch(literal) or segment in {"", ".", ".."}:
+                allowed = "A-Z a-z 0-9 . _ = -" if last else "A-Z a-z 0-9 . _ - (= only in the day segment)"
+                raise ValueError(f"{value!r}: segment {segment!r} may hold only {allowed} and placeholders")
             if "root" in names and (i != 0 or segment != "{root}"):
                 raise ValueError(f"{value!r}: {{root}} can only be the whole first segment")
+        if len(segments) < (3 if value.startswith("/") else 2):
+            raise ValueError(
+                f"{value!r}: the day segment needs a directory above it, e.g. /raw/{{name}}/{{date}}"
+            )
         if value.count("{date}") != 1 or "{date}" not in segments[-1]:
             raise ValueError(f"{value!r}: {{date}} must appear once, in the last segment (e.g. dt={{date}})")
         if "{topic}" not in value and "{name}" not in value:
@@ -399,8 +425,13 @@ class TopicsSpec(Strict):
         return self.topics[:-1] if self.topics.endswith(".*") else None
 
     def covers(self, topic: str) -> bool:
+        """The topic itself, or a pipeline topic under the prefix (never a `-dlq` twin: no `-`)."""
         prefix = self.prefix
-        return topic == self.topics if prefix is None else topic.startswith(prefix) and topic != prefix
+        if prefix is None:
+            return topic == self.topics
+        return (
+            topic.startswith(prefix) and TOPIC_FAMILY.fullmatch(topic) is not None and not topic.endswith("*")
+        )
 
     def name_of(self, topic: str) -> str:
         """The topic without the family's prefix (the whole topic for a single-topic family)."""

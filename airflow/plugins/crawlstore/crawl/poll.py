@@ -1,10 +1,12 @@
 """Polling a JSON API source (`poll:` in its YAML): ask for what is new every few seconds.
 
-Each poll asks for the window since the previous one up to now, so consecutive windows meet
-exactly and a record is asked for once: the `{data_interval_start}` / `{data_interval_end}`
-placeholders of the start URL get the window's ends. The end of the last published window is
-kept in `<data dir>/<source>/poll_state.json`, so the next run (or a retry) goes on from there; a
-gap longer than `window_s` is caught up in windows of that size, one after the other.
+Each poll asks for the window since the previous one up to now (less `lag_s`, for APIs that
+show a record some time after its own timestamp), so consecutive windows meet exactly: the
+`{data_interval_start}` / `{data_interval_end}` placeholders of the start URL get its ends.
+The end of the last published window is kept in `<data dir>/<source>/poll_state.json`, so the
+next run (or a retry) goes on from there; a gap longer than `window_s` is caught up in windows
+of that size, one after the other. A window is saved as done only after its items are
+published, so a failure asks for it again: at least once, like a rerun of a crawl.
 
 Fetching uses requests (one process, no Scrapy start-up per poll); the records go through the
 same extraction and normalisation as the json_api spider's, and robots.txt is obeyed.
@@ -45,10 +47,18 @@ class PollState:
     path: Path
 
     def load(self) -> datetime | None:
-        try:
-            return datetime.fromisoformat(json.loads(self.path.read_text())["until"])
-        except (OSError, ValueError, KeyError, TypeError):
+        """The end of the last published window; None (with a warning) when there is none to trust."""
+        if not self.path.exists():
             return None
+        try:
+            until = datetime.fromisoformat(json.loads(self.path.read_text())["until"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("poll state %s is unreadable (%r): polling starts from now", self.path, exc)
+            return None
+        if until.tzinfo is None:
+            log.warning("poll state %s has no time zone (%s): taken as UTC", self.path, until.isoformat())
+            until = until.replace(tzinfo=UTC)
+        return until
 
     def save(self, until: datetime) -> None:
         tmp = self.path.with_suffix(".tmp")
@@ -113,6 +123,10 @@ class Poller:
             pages += 1
             following = dig(data, selectors["next_page"]) if "next_page" in selectors else None
             url = urljoin(url, following) if isinstance(following, str) and following else None
+        if url:  # never publish part of a window as if it were all of it
+            raise PollFailed(
+                f"window {since.isoformat()} .. {until.isoformat()} has more than {MAX_PAGES} pages"
+            )
         return items
 
 
@@ -127,14 +141,17 @@ def poll(
     items (raising stops the run, and the window is asked for again by the next one)."""
     assert source.poll is not None
     every, widest = float(source.poll["every_s"]), timedelta(seconds=int(source.poll["window_s"]))
+    lag = timedelta(seconds=float(source.poll.get("lag_s", 0)))
     poller = Poller(source)
     deadline = time.monotonic() + duration_s
-    since = state.load() or clock() - timedelta(seconds=every)
+    since = state.load() or clock() - lag - timedelta(seconds=every)
+    if since > clock():
+        log.warning("poll state says %s, later than now: nothing is asked for until then", since.isoformat())
     totals: dict[str, Any] = {"polls": 0, "items": 0, "valid": 0, "invalid": 0, "published": 0}
     started = time.monotonic()
     while True:
         tick = time.monotonic()
-        for start, end in windows(since, clock().replace(microsecond=0), widest):
+        for start, end in windows(since, (clock() - lag).replace(microsecond=0), widest):
             items = poller.fetch(start, end)
             outcome = handle(items, start, end)
             state.save(end)
