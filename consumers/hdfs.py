@@ -200,29 +200,40 @@ class HdfsSink(SinkTask):
         self, layout: Layout, tp: TopicPartition, items: list[Decoded]
     ) -> tuple[list[tuple[int, date, Any]], list[Rejection]]:
         """(offset, day, line or row) of each record the file format takes; why the others not."""
+        rejected: list[Rejection] = []
+        dated: list[tuple[Decoded, date]] = []
+        for d in items:
+            try:
+                dated.append((d, record_day(d)))
+            except (ValueError, OverflowError, OSError):  # e.g. year 10000: no day directory names it
+                error = StoreRejected(
+                    "hdfs_timestamp",
+                    f"Kafka timestamp {d.record.timestamp_ms} ms is outside the years 1-9999 "
+                    "that a day directory can name",
+                )
+                rejected.append(Rejection(d.record, error, STAGE_SINK))
         if layout.format != "parquet":
-            return [(d.record.offset, record_day(d), d.document() + b"\n") for d in items], []
-        if not items:
-            return [], []
+            return [(d.record.offset, day, d.document() + b"\n") for d, day in dated], rejected
+        if not dated:
+            return [], rejected
         try:  # the declared kind of the topic; for a topic joined by pattern, its first record's
             kind = self.config.kind_of_topic(tp.topic)
         except KeyError:
-            kind = items[0].item.spec
+            kind = dated[0][0].item.spec
         self._schemas[tp] = schema = parquet.arrow_schema(kind)
-        rejected: list[Rejection] = []
         same = []
-        for d in items:
+        for d, day in dated:
             if d.item.spec.kind == kind.kind:
-                same.append(d)
+                same.append((d, day))
             else:
                 error = StoreRejected("parquet_kind", f"a {d.item.spec.kind} among {kind.kind}s")
                 rejected.append(Rejection(d.record, error, STAGE_SINK))
-        rows = [parquet.row(d) for d in same]
+        rows = [parquet.row(d) for d, _ in same]
         bad = parquet.unconvertible(rows, schema)
-        rejected += [Rejection(same[i].record, error, STAGE_SINK) for i, error in bad.items()]
+        rejected += [Rejection(same[i][0].record, error, STAGE_SINK) for i, error in bad.items()]
         entries = [
-            (d.record.offset, record_day(d), r)
-            for i, (d, r) in enumerate(zip(same, rows, strict=True))
+            (d.record.offset, day, r)
+            for i, ((d, day), r) in enumerate(zip(same, rows, strict=True))
             if i not in bad
         ]
         return entries, rejected

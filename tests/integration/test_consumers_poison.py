@@ -1,5 +1,7 @@
 """Poison among good records, for each sink: exactly the bad ones reach the DLQ, with complete
-headers; hostile but valid values are stored verbatim; the consumer keeps going. And the
+headers (a value one store cannot hold dead-letters that record there only: NUL in PostgreSQL
+text, a Kafka timestamp past year 9999 in HDFS); hostile but valid values are stored verbatim;
+the consumer keeps going. And the
 circuit breaker stops a consumer that would dead-letter everything."""
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ ALL_CONTEXT = (
     H_REPLAY_COUNT,
 )
 PRODUCT = [(H_SCHEMA, b"crawlstore.product.v1"), ("content-type", b"application/json")]
+FAR_FUTURE_MS = 253_402_300_800_000 + 86_400_000  # 10000-01-02T00:00:00Z
 
 HOSTILE = {
     "sql": "Robert'); DROP TABLE products;-- \" OR 1=1 /* */",
@@ -76,6 +79,11 @@ def test_exactly_the_bad_records_reach_the_dlq_and_the_rest_is_stored_verbatim(
         for i, (label, value) in enumerate(HOSTILE.items())
     }
     nul = kit.product(f"{key_prefix}nul", 200, name="NUL \u0000 inside")
+    # A valid item whose Kafka timestamp is past year 9999: no HDFS day directory can name it.
+    future = kit.product(f"{key_prefix}future", 300)
+    future_sent = kit.Sent(
+        future.key.encode(), future.model_dump_json().encode(), PRODUCT, FAR_FUTURE_MS, item=future
+    )
     valid_doc = kit.product(f"{key_prefix}template", 0).model_dump(mode="json")
 
     def raw(
@@ -107,16 +115,19 @@ def test_exactly_the_bad_records_reach_the_dlq_and_the_rest_is_stored_verbatim(
         records.append(item)
         if i % 3 == 0 and bad:
             records.append(bad.pop(next(iter(bad))))
-    records += list(bad.values()) + list(hostile.values()) + [nul]
+    records += list(bad.values()) + list(hostile.values()) + [nul, future_sent]
     sent = producer(topic, records)
     sent_bad = [s for s in sent if s.item is None]
     expected_dlq = {(s.partition, s.offset) for s in sent_bad}
     nul_sent = next(s for s in sent if s.item is nul)
     if name == "postgres":  # PostgreSQL cannot hold NUL in text: the store refuses that one record
         expected_dlq.add((nul_sent.partition, nul_sent.offset))
+    if name == "hdfs":
+        expected_dlq.add((future_sent.partition, future_sent.offset))
 
     consumer = run_consumer(name, topics=topic, **store.env)
     stored_keys = {i.key for i in good} | set(hostile) | ({nul.key} if name != "postgres" else set())
+    stored_keys |= {future.key} if name != "hdfs" else set()
     kit.eventually(
         "every good record stored", lambda: {r["key"] for r in store.records()} >= stored_keys, 120
     )
@@ -145,6 +156,9 @@ def test_exactly_the_bad_records_reach_the_dlq_and_the_rest_is_stored_verbatim(
             assert h[k] == v
         if original.item is None:
             assert h[H_STAGE] == b"VALUE_CONVERTER"
+        elif original.item is future:
+            assert h[H_STAGE] == b"TASK_PUT" and h[H_ERROR_KIND] == b"hdfs_timestamp"
+            assert b"outside the years 1-9999" in h[H_EXC_MESSAGE]
         else:
             assert h[H_STAGE] == b"TASK_PUT" and h[H_ERROR_KIND].startswith(b"postgres_")
     kinds = {dict(r.headers)[H_ERROR_KIND].decode() for r in letters}
