@@ -139,3 +139,38 @@ def test_a_replay_that_fails_again_keeps_its_history() -> None:
     assert ctx.failed_at == datetime(2026, 11, 23, tzinfo=UTC)
     assert (ctx.attempts, ctx.replay_count) == (2, 1)
     assert sum(1 for k, _ in again.headers if k == dlq.H_REPLAY_COUNT) == 1
+
+
+def test_an_oversized_dead_letter_is_slimmed_keeping_its_key_reason_and_headers() -> None:
+    from crawlstore.dlq import H_ERROR_KIND, H_EXC_MESSAGE, H_TRUNCATED_FROM, MAX_LETTER_BYTES, letter_size
+
+    value = b'{"name": "' + b"A" * 2_000_000 + b'"}'
+    record = Record("crawl.x", -1, -1, b"k1", value, 1, (("crawlstore.source", b"s"),))
+    letter = dlq.dead_letter(
+        record,
+        connector="validate",
+        stage="VALIDATE",
+        error=RecordRejected("schema_violation", "name: too long"),
+    )
+    headers = dict(letter.headers)
+    assert letter_size(letter) <= MAX_LETTER_BYTES and letter.key == b"k1"
+    assert letter.value is not None and letter.value.startswith(value[:100_000])
+    assert letter.value.endswith(b"...[cut by crawlstore: the value had %d bytes]" % len(value))
+    assert headers[H_TRUNCATED_FROM] == str(len(value)).encode()
+    assert headers[H_ERROR_KIND] == b"schema_violation" and headers[H_EXC_MESSAGE] == b"name: too long"
+    assert headers["crawlstore.source"] == b"s"
+    # Failing again (a replay) keeps the marker; a letter that fits is left as it is.
+    again = dlq.dead_letter(
+        Record("crawl.x-dlq", 0, 5, letter.key, letter.value, 1, tuple(letter.headers)),
+        connector="postgres",
+        stage="TASK_PUT",
+        error=RecordRejected("x", "y"),
+    )
+    assert dict(again.headers)[H_TRUNCATED_FROM] == str(len(value)).encode() and again.value == letter.value
+    small = dlq.dead_letter(
+        Record("crawl.x", 0, 1, b"k", b"{}", 1, ()),
+        connector="validate",
+        stage="VALIDATE",
+        error=RecordRejected("x", "y"),
+    )
+    assert small.value == b"{}" and H_TRUNCATED_FROM not in dict(small.headers)

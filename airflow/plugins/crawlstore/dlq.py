@@ -31,8 +31,13 @@ H_FIRST_FAILED_AT = OURS + "first_failed_at"
 H_FAILED_AT = OURS + "failed_at"
 H_ATTEMPTS = OURS + "attempts"
 H_REPLAY_COUNT = OURS + "replay_count"
+# Set on a dead letter whose value was cut to fit Kafka: the original value's size in bytes.
+H_TRUNCATED_FROM = OURS + "truncated_from"
 MAX_MESSAGE = 2_000
 MAX_STACKTRACE = 8_000
+# A dead letter stays under the broker's default message.max.bytes (1 MiB) with room to spare.
+MAX_LETTER_BYTES = 900_000
+TRUNCATED = b"...[cut by crawlstore: the value had %d bytes]"
 
 # Stages, as in Kafka Connect's ErrorReporter: where in the flow the record failed.
 STAGE_VALIDATE = "VALIDATE"
@@ -99,7 +104,35 @@ def dead_letter(
     }
     headers = [(k, v) for k, v in record.headers if not _is_context_header(k)]
     headers += [(k, v.encode("utf-8", errors="replace")) for k, v in context.items()]
-    return OutgoingRecord(dlq_topic(origin_topic), record.key, record.value, record.timestamp_ms, headers)
+    headers += [(k, v) for k, v in record.headers if k == H_TRUNCATED_FROM][:1]  # cut before: still
+    letter = OutgoingRecord(dlq_topic(origin_topic), record.key, record.value, record.timestamp_ms, headers)
+    return slim(letter)
+
+
+def letter_size(letter: OutgoingRecord) -> int:
+    return len(letter.key or b"") + len(letter.value or b"") + sum(len(k) + len(v) for k, v in letter.headers)
+
+
+def slim(letter: OutgoingRecord, limit: int = MAX_LETTER_BYTES) -> OutgoingRecord:
+    """A dead letter that fits in `limit` bytes: over it, first without the stack trace, then with
+    its value cut and a marker (the value's end, and the `truncated_from` header); the key, the
+    reason and every other header are kept."""
+    if letter_size(letter) <= limit:
+        return letter
+    headers = [(k, v) for k, v in letter.headers if k != H_EXC_STACKTRACE]
+    headers.append((H_EXC_STACKTRACE, b"(left out: the dead letter was too large)"))
+    value = letter.value or b""
+    slimmer = OutgoingRecord(letter.topic, letter.key, value, letter.timestamp_ms, headers)
+    over = letter_size(slimmer) - limit
+    if over > 0:
+        marker = TRUNCATED % len(value)
+        if not any(k == H_TRUNCATED_FROM for k, _ in headers):
+            headers.append((H_TRUNCATED_FROM, str(len(value)).encode()))
+        keep = max(0, len(value) - over - len(marker) - 64)
+        slimmer = OutgoingRecord(
+            letter.topic, letter.key, value[:keep] + marker, letter.timestamp_ms, headers
+        )
+    return slimmer
 
 
 def failure_context(headers: Sequence[tuple[str, bytes]]) -> FailureContext:
