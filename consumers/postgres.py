@@ -132,8 +132,6 @@ class PostgresSink(SinkTask):
                 **self.settings.connect_kwargs(),
                 "application_name": f"crawlstore-{self.name}-sink",
                 "connect_timeout": 5,
-                "keepalives": 1,
-                "keepalives_idle": 30,
                 # A lock or a stuck server must surface as an error we can retry, not a hang.
                 "options": "-c statement_timeout=60000 -c lock_timeout=30000",
             }

@@ -113,7 +113,10 @@ def pg_settings(stack_env: dict[str, str]) -> PostgresSettings:
     settings = PostgresSettings()
 
     def probe() -> None:
-        with psycopg2.connect(**settings.connect_kwargs(), connect_timeout=3) as conn, conn.cursor() as cur:
+        with (
+            psycopg2.connect(**{**settings.connect_kwargs(), "connect_timeout": 3}) as conn,
+            conn.cursor() as cur,
+        ):
             cur.execute("SELECT count(*) FROM products, readings, kafka_offsets WHERE false")
         conn.close()
 

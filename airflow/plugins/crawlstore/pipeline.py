@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 def run_dir(source: Source, run_id: str) -> Path:
     safe_run = re.sub(r"[^A-Za-z0-9_.+-]", "_", run_id)
+    if not safe_run.strip("."):  # "", "." and ".." would name the source's folder or its parent
+        safe_run = "_" * max(1, len(safe_run))
     path = PipelineSettings().data_dir / source.name / safe_run
     path.mkdir(parents=True, exist_ok=True)
     return path

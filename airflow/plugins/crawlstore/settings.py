@@ -38,6 +38,13 @@ class PostgresSettings(BaseSettings):
             "user": self.user,
             "password": self.password.get_secret_value(),
             "application_name": "crawlstore",
+            # A dead server or network shows as an error within about a minute, never as a hang.
+            "connect_timeout": 10,
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 60_000,
         }
 
 
