@@ -51,6 +51,7 @@ ACTION = b'{"index":{"_index":%s,"_id":%s,"version":%d,"version_type":"external"
 # Per-item errors that are about the cluster, not the document.
 TRANSIENT_ITEM_ERRORS = {
     "cluster_block_exception",
+    "index_closed_exception",  # someone closed the index: wait until it is opened again
     "es_rejected_execution_exception",
     "process_cluster_event_timeout_exception",
     "unavailable_shards_exception",

@@ -157,3 +157,34 @@ def test_a_document_opensearch_refuses_goes_to_the_dlq_and_the_rest_lands(
     assert "conflicts with the sink's" in consumer.log_text()
     assert consumer.alive()
     assert consumer.stop() == 0
+
+
+def test_a_closed_index_is_waited_for_and_nothing_is_dead_lettered(
+    kit: Any,
+    topic: str,
+    producer: Any,
+    run_consumer: Any,
+    opensearch_url: str,
+    index_prefix: str,
+    read_topic: Any,
+) -> None:
+    index = f"{index_prefix}products"
+    consumer = run_consumer("opensearch", topics=topic, opensearch_index_prefix=index_prefix)
+    consumer.wait_healthy()
+    producer(topic, [kit.product(f"before{i}", i) for i in range(20)])
+    kit.eventually("the first documents", lambda: kit.os_count(opensearch_url, index) == 20)
+    assert requests.post(f"{opensearch_url}/{index}/_close", timeout=30).status_code == 200
+    try:
+        producer(topic, [kit.product(f"while{i}", i) for i in range(20)])
+        kit.eventually(
+            "the consumer retrying", lambda: consumer.metric("crawlstore_consumer_retries_total") > 0, 60
+        )
+        assert read_topic(f"{topic}-dlq") == []
+    finally:
+        assert requests.post(f"{opensearch_url}/{index}/_open", timeout=30).status_code == 200
+    kit.eventually(
+        "every document once the index is open", lambda: kit.os_count(opensearch_url, index) == 40, 90
+    )
+    assert read_topic(f"{topic}-dlq") == []
+    assert "index_closed_exception" in consumer.log_text()
+    assert consumer.stop() == 0
