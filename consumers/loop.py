@@ -227,7 +227,7 @@ class SinkLoop(BatchFlushing):
         """A topic joined by pattern that no source declares may lack its `-dlq` twins (init creates
         only the declared ones): create them, so that its dead letters have somewhere to go."""
         for topic in sorted(topics - self._twins_ready):
-            if topic not in pipeline_topics():
+            if self.config.topic_pattern and topic not in pipeline_topics():
                 created = create_topics(self.kafka, twin_specs(topic), timeout_s=10)
                 if created:
                     log.warning(
