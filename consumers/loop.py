@@ -235,6 +235,27 @@ class SinkLoop(BatchFlushing):
                     )
             self._twins_ready.add(topic)
 
+    def _refuse_backwards(self, tps: list[TopicPartition], resume: dict[TopicPartition, int | None]) -> None:
+        """Stop, saying why, when the sink would resume past the end of a partition's log: its
+        offsets went backwards (topic deleted and re-created, log truncated), and reading on from
+        the stored position would skip the new records without a word."""
+        assert self.consumer is not None
+        ends = self.consumer.end_offsets(tps)
+        ahead = {
+            tp: (o, ends[tp]) for tp, o in resume.items() if o is not None and tp in ends and o > ends[tp]
+        }
+        if ahead:
+            where = ", ".join(
+                f"{tp.topic}[{tp.partition}] resumes at {o} but ends at {end}"
+                for tp, (o, end) in ahead.items()
+            )
+            raise FatalError(
+                f"offsets went backwards: {where}. The topic was deleted and re-created, or its log "
+                f"truncated; nothing was read. The {self.sink.name} sink's stored position belongs to the "
+                "old log: move it aside (HDFS: the topic's committed files; PostgreSQL: its rows in "
+                "kafka_offsets) to read the new log from its start, or consume it with a new group"
+            )
+
     def _open_pending(self) -> None:
         """Open newly assigned partitions in the sink and seek to where the sink says they resume."""
         assert self.consumer is not None
@@ -249,6 +270,7 @@ class SinkLoop(BatchFlushing):
                 self._ensure_twins({tp.topic for tp in tps})
                 committed = {tp: self.consumer.committed(tp, timeout_ms=10_000) for tp in tps}
                 start = self.sink.open(tps, committed)
+                self._refuse_backwards(tps, {tp: start.get(tp, committed.get(tp)) for tp in tps})
             except (TransientError, KafkaError) as exc:
                 delay = backoff.next_delay()
                 log.warning("cannot open %s yet, retry in %.1fs: %s", describe(tps), delay, exc)
