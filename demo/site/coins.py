@@ -15,16 +15,15 @@ import math
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from crawlstore.items import item_type, render_key
+from demo.site.sensors import minute_slots
 
 SEED = 20250614
 MARKETS = ("KRW-BTC", "KRW-ETH", "KRW-SOL", "KRW-XRP", "KRW-ADA")
-STEP = timedelta(minutes=1)
-MAX_WINDOW = timedelta(days=1)
 KST = timezone(timedelta(hours=9))
 # Where each market's price swings around, and its daily turnover (KRW, mid-2025).
 _BASE = {"KRW-BTC": 145e6, "KRW-ETH": 3.6e6, "KRW-SOL": 215e3, "KRW-XRP": 3e3, "KRW-ADA": 920.0}
@@ -202,15 +201,6 @@ def quote_at(market: str, slot: datetime) -> DemoQuote:
 
 def quotes(since: datetime, until: datetime) -> Iterator[DemoQuote]:
     """Quotes of [since, until), by minute then market."""
-    if since.tzinfo is None or until.tzinfo is None:
-        raise ValueError("since and until need a timezone")
-    if until - since > MAX_WINDOW:
-        raise ValueError(f"window longer than {MAX_WINDOW}")
-    start = since.astimezone(UTC)
-    slot = start.replace(second=0, microsecond=0)
-    if slot < start:
-        slot += STEP
-    while slot < until:
+    for slot in minute_slots(since, until):
         for market in MARKETS:
             yield quote_at(market, slot)
-        slot += STEP

@@ -157,14 +157,20 @@ def _ceil_minute(moment: datetime) -> datetime:
     return floor if floor == moment else floor + STEP
 
 
-def readings(since: datetime, until: datetime) -> Iterator[DemoReading]:
-    """Readings measured in [since, until), by minute then device."""
+def minute_slots(since: datetime, until: datetime) -> Iterator[datetime]:
+    """The whole minutes in [since, until) (UTC): the demo APIs measure once a minute."""
     if since.tzinfo is None or until.tzinfo is None:
         raise ValueError("since and until need a timezone")
     if until - since > MAX_WINDOW:
         raise ValueError(f"window longer than {MAX_WINDOW}")
     slot = _ceil_minute(since.astimezone(UTC))
     while slot < until:
+        yield slot
+        slot += STEP
+
+
+def readings(since: datetime, until: datetime) -> Iterator[DemoReading]:
+    """Readings measured in [since, until), by minute then device."""
+    for slot in minute_slots(since, until):
         for device in DEVICES:
             yield reading_at(device, slot)
-        slot += STEP
