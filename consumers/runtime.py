@@ -23,7 +23,8 @@ from consumers.retry import RetryStopped, retry
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_CONFIG, EXIT_FATAL, EXIT_CIRCUIT_OPEN = 0, 1, 2, 3
+# 1-3 are decisions (the supervisor leaves the consumer stopped); 4 is a crash (it is restarted).
+EXIT_OK, EXIT_CONFIG, EXIT_FATAL, EXIT_CIRCUIT_OPEN, EXIT_CRASHED = 0, 1, 2, 3, 4
 
 
 class ConsumerRuntime(SinkLoop):
@@ -64,7 +65,7 @@ class ConsumerRuntime(SinkLoop):
             code = EXIT_FATAL
         except Exception:
             log.exception("%s consumer crashed", self.sink.name)
-            code = EXIT_FATAL
+            code = EXIT_CRASHED
         finally:
             self._shutdown(code)
             endpoint.stop()

@@ -17,7 +17,6 @@ import os
 import secrets
 import shlex
 import shutil
-import signal
 import socket
 import string
 import subprocess
@@ -29,12 +28,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling modules, also when loaded by path
+from supervision import RUNNING_STATES, SUPERVISOR_VERSION, Program, Supervisor
+
 ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "stack"
 STATE = ROOT / ".stack"
 LIB, LOGS, RUN, DATA, CONF = (STATE / d for d in ("lib", "logs", "run", "data", "conf"))
 VENV = ROOT / ".venv"
 PY = VENV / "bin" / "python"
+SUPERVISOR = Supervisor(ROOT, STATE / "supervisor", RUN, LOGS)
 UV_VERSION = "0.13.9"
 APT_PACKAGES = ["postgresql", "docker-compose", "kcat"]
 HADOOP_OPENS = [
@@ -235,6 +238,15 @@ def install_jars() -> None:
         say(f"  {svc}: {len(list(target.glob('*.jar')))} jars in {time.monotonic() - t0:.0f}s")
 
 
+def uv() -> str:
+    found = shutil.which("uv")
+    if found is None:
+        say(f"installing uv {UV_VERSION} (fast resolver) ...")
+        run([sys.executable, "-m", "pip", "install", "-q", f"uv=={UV_VERSION}"], LOGS / "install.log")
+        found = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
+    return found
+
+
 def install_python() -> None:
     """The project's virtualenv: pinned requirements under the lock's constraints, project editable."""
     req, dev, lock = ROOT / "requirements.txt", ROOT / "requirements-dev.txt", ROOT / "constraints.txt"
@@ -242,21 +254,29 @@ def install_python() -> None:
     digest = file_digest(req, dev, lock, ROOT / "pyproject.toml")
     if stamp.exists() and stamp.read_text() == digest:
         return
-    uv = shutil.which("uv")
-    if uv is None:
-        say(f"installing uv {UV_VERSION} (fast resolver) ...")
-        run([sys.executable, "-m", "pip", "install", "-q", f"uv=={UV_VERSION}"], LOGS / "install.log")
-        uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
     say("installing Python packages into .venv (requirements-dev.txt under constraints.txt) ...")
     t0 = time.monotonic()
     if not PY.exists():
-        run([uv, "venv", "-q", "-p", "3.11", str(VENV)], LOGS / "install.log")
+        run([uv(), "venv", "-q", "-p", "3.11", str(VENV)], LOGS / "install.log")
     run(
-        [uv, "pip", "install", "-q", "-p", str(PY), "-r", str(dev), "-c", str(lock), "-e", str(ROOT)],
+        [uv(), "pip", "install", "-q", "-p", str(PY), "-r", str(dev), "-c", str(lock), "-e", str(ROOT)],
         LOGS / "install.log",
     )
     stamp.write_text(digest)
     say(f"  python packages ready in {time.monotonic() - t0:.0f}s")
+
+
+def install_supervisor() -> None:
+    """supervisord in a virtualenv of its own: a tool of the stack, not a dependency of the project."""
+    if SUPERVISOR.installed():
+        return
+    say(f"installing supervisord {SUPERVISOR_VERSION} (the stack's process supervisor) ...")
+    python = SUPERVISOR.venv / "bin" / "python"
+    if not python.exists():
+        run([uv(), "venv", "-q", "-p", "3.11", str(SUPERVISOR.venv)], LOGS / "install.log")
+    pin = f"supervisor=={SUPERVISOR_VERSION}"
+    run([uv(), "pip", "install", "-q", "-p", str(python), pin], LOGS / "install.log")
+    SUPERVISOR.mark_installed()
 
 
 def install() -> None:
@@ -265,84 +285,26 @@ def install() -> None:
     install_system()
     install_jars()
     install_python()
+    install_supervisor()
 
 
 # --------------------------------------------------------------------------- processes
 
 
-def proc_start_time(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
 def pid_of(name: str) -> int | None:
-    """The PID of a service we started, if it still runs (a PID reused by another process is not)."""
-    try:
-        pid_text, started = (RUN / f"{name}.pid").read_text().split()
-        pid = int(pid_text)
-    except (FileNotFoundError, ValueError):
-        return None
-    return pid if proc_start_time(pid) == started else None
+    """The PID of one of the stack's programs while supervisord has it running."""
+    info = SUPERVISOR.info().get(name)
+    return info["pid"] if info and info["statename"] == "RUNNING" else None
 
 
-def spawn(name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
-    """Start a long-running process in its own session, so `down` can stop its whole group."""
-    log = LOGS / f"{name}.log"
-    with log.open("ab") as out:
-        out.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {name}\n".encode())
-        proc = subprocess.Popen(
-            argv,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env or dict(os.environ),
-            cwd=cwd or ROOT,
-            start_new_session=True,
-        )
-    (RUN / f"{name}.pid").write_text(f"{proc.pid} {proc_start_time(proc.pid)}")
+def program_running(name: str) -> bool:
+    """Running, starting, or waiting to be restarted: supervisord has it in hand."""
+    info = SUPERVISOR.info().get(name)
+    return info is not None and info["statename"] in RUNNING_STATES
 
 
-def stop_group(name: str, grace: float = 30.0) -> bool:
-    pid = pid_of(name)
-    if pid is None:
-        (RUN / f"{name}.pid").unlink(missing_ok=True)
-        return False
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and group_alive(pid):
-            time.sleep(0.2)
-        if not group_alive(pid):
-            break
-    (RUN / f"{name}.pid").unlink(missing_ok=True)
-    return True
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    # Reap our own children (zombies count as alive for killpg).
-    try:
-        while os.waitpid(-pgid, os.WNOHANG)[0]:
-            pass
-    except ChildProcessError:
-        pass
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            stat = (proc / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+def stop_program(name: str) -> bool:
+    return SUPERVISOR.stop(name)
 
 
 def http_get(url: str, timeout: float = 3.0, headers: dict[str, str] | None = None) -> tuple[int, str]:
@@ -444,7 +406,7 @@ def pg_ctl(*args: str) -> subprocess.CompletedProcess[bytes]:
 
 
 def pg_running() -> bool:
-    return pg_ctl("status").returncode == 0
+    return program_running("postgres")
 
 
 # Server settings, passed on every start (docker-compose.yml's postgres command has the same).
@@ -492,10 +454,14 @@ def pg_start(env: dict[str, str]) -> None:
                 f"\n# native stack\nlisten_addresses = '127.0.0.1'\nport = {env['POSTGRES_PORT']}\n"
                 f"unix_socket_directories = '{sock}'\n"
             )
-    options = " ".join(f"-c {name}={value}" for name, value in PG_SETTINGS.items())
-    result = pg_ctl("start", "-w", "-t", "60", "-l", str(log), "-o", options)
-    if result.returncode != 0:
-        raise StackError(f"postgres failed to start: {result.stderr.decode()}\nlog: {log}")
+    if pg_ctl("status").returncode == 0:  # started by pg_ctl (an older version of this script)
+        pg_ctl("stop", "-m", "fast", "-w", "-t", "60")
+    SUPERVISOR.start("postgres")
+    deadline = time.monotonic() + 60
+    while not pg_ready(env):
+        if time.monotonic() > deadline or not pg_running():
+            raise StackError(f"postgres failed to start; see {log}:\n{tail(log)}")
+        time.sleep(0.5)
     pg_bootstrap(env)
 
 
@@ -565,67 +531,59 @@ def pg_ready(env: dict[str, str]) -> bool:
 
 
 def pg_stop() -> bool:
-    if not pg_running():
-        return False
-    pg_ctl("stop", "-m", "fast", "-w", "-t", "60")
-    return True
+    return stop_program("postgres")
+
+
+def pg_program() -> Program:
+    bindir = pg_bin()
+    data, _ = pg_dirs()
+    settings = [arg for name, value in PG_SETTINGS.items() for arg in ("-c", f"{name}={value}")]
+    return Program(
+        "postgres",
+        [str(bindir / "postgres" if bindir else "postgres"), "-D", str(data), *settings],
+        user="postgres" if os.geteuid() == 0 else None,
+        stop_signal="INT",  # PostgreSQL's fast shutdown
+        stop_wait_s=60,
+    )
 
 
 # Kafka ----------------------------------------------------------------------------------
 
 
+def kafka_java(main: str, *args: str) -> list[str]:
+    log4j = f"-Dlog4j.configuration=file:{STACK / 'conf' / 'kafka-log4j.properties'}"
+    return [java(), "-cp", f"{LIB / 'kafka'}/*", log4j, main, *args]
+
+
 def kafka_start(env: dict[str, str]) -> None:
     props = render("kafka.properties.in", CONF / "kafka.properties")
-    cp = f"{LIB / 'kafka'}/*"
-    log4j = f"-Dlog4j.configuration=file:{STACK / 'conf' / 'kafka-log4j.properties'}"
     if not (DATA / "kafka" / "meta.properties").exists():
         cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
-        run(
-            [
-                java(),
-                "-cp",
-                cp,
-                log4j,
-                "kafka.tools.StorageTool",
-                "format",
-                "-t",
-                cluster_id,
-                "-c",
-                str(props),
-                "--ignore-formatted",
-            ],
-            LOGS / "kafka.log",
-        )
-    spawn(
-        "kafka", [java(), "-Xms512m", "-Xmx1g", "-XX:+UseG1GC", "-cp", cp, log4j, "kafka.Kafka", str(props)]
-    )
+        format_ = ["format", "-t", cluster_id, "-c", str(props), "--ignore-formatted"]
+        run(kafka_java("kafka.tools.StorageTool", *format_), LOGS / "kafka.log")
+    SUPERVISOR.start("kafka")
+
+
+def kafka_program() -> Program:
+    argv = kafka_java("kafka.Kafka", str(CONF / "kafka.properties"))
+    return Program("kafka", [argv[0], "-Xms512m", "-Xmx1g", "-XX:+UseG1GC", *argv[1:]], stop_wait_s=60)
 
 
 # OpenSearch -----------------------------------------------------------------------------
 
 
 def opensearch_start(env: dict[str, str]) -> None:
-    base = DATA / "opensearch"
-    render("opensearch.yml.in", base / "node_1" / "config" / "opensearch.yml")
-    spawn(
+    render("opensearch.yml.in", DATA / "opensearch" / "node_1" / "config" / "opensearch.yml")
+    SUPERVISOR.start("opensearch")
+
+
+def opensearch_program() -> Program:
+    runner = ["-cp", f"{LIB / 'opensearch'}/*", "org.codelibs.opensearch.runner.OpenSearchRunner"]
+    args = ["-basePath", str(DATA / "opensearch"), "-numOfNode", "1", "-baseHttpPort", "9199"]
+    return Program(
         "opensearch",
-        [
-            java(),
-            "-Xms512m",
-            "-Xmx1g",
-            "-cp",
-            f"{LIB / 'opensearch'}/*",
-            "org.codelibs.opensearch.runner.OpenSearchRunner",
-            "-basePath",
-            str(base),
-            "-numOfNode",
-            "1",
-            "-baseHttpPort",
-            "9199",
-            "-clusterName",
-            "crawlstore",
-            "-printOnFailure",
-        ],
+        [java(), "-Xms512m", "-Xmx1g", *runner, *args, "-clusterName", "crawlstore", "-printOnFailure"],
+        stop_wait_s=60,
     )
 
 
@@ -669,10 +627,16 @@ def hdfs_start(env: dict[str, str]) -> None:
             ],
             LOGS / "hdfs-namenode.log",
         )
-    if pid_of("hdfs-namenode") is None:
-        spawn("hdfs-namenode", hdfs_java(conf, "org.apache.hadoop.hdfs.server.namenode.NameNode"))
-    if pid_of("hdfs-datanode") is None:
-        spawn("hdfs-datanode", hdfs_java(conf, "org.apache.hadoop.hdfs.server.datanode.DataNode"))
+    SUPERVISOR.start("hdfs-namenode")
+    SUPERVISOR.start("hdfs-datanode")
+
+
+def hdfs_programs() -> list[Program]:
+    conf = CONF / "hdfs"
+    return [
+        Program("hdfs-namenode", hdfs_java(conf, "org.apache.hadoop.hdfs.server.namenode.NameNode")),
+        Program("hdfs-datanode", hdfs_java(conf, "org.apache.hadoop.hdfs.server.datanode.DataNode")),
+    ]
 
 
 def hdfs_ready(env: dict[str, str]) -> bool:
@@ -685,8 +649,6 @@ def hdfs_ready(env: dict[str, str]) -> bool:
 
 
 # Airflow --------------------------------------------------------------------------------
-
-AIRFLOW_COMPONENTS = ["airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"]
 
 
 def airflow_start(env: dict[str, str]) -> None:
@@ -707,17 +669,25 @@ def airflow_start(env: dict[str, str]) -> None:
         say("airflow: migrating the metadata database (first start) ...")
         run([airflow, "db", "migrate"], LOGS / "airflow-migrate.log", env=full_env)
         stamp.write_text(version)
-    commands = {
-        "airflow-api-server": ["api-server", "--host", "127.0.0.1", "--port", "8080"],
-        # The log servers bind every interface (host hard-coded); with LocalExecutor the API server
-        # reads task logs from local files, so the native stack runs without them.
-        "airflow-scheduler": ["scheduler", "--skip-serve-logs"],
-        "airflow-dag-processor": ["dag-processor"],
-        "airflow-triggerer": ["triggerer", "--skip-serve-logs"],
-    }
-    for name, args in commands.items():
-        if pid_of(name) is None:
-            spawn(name, [airflow, *args], env=full_env)
+    for name in AIRFLOW_COMMANDS:
+        SUPERVISOR.start(name)
+
+
+AIRFLOW_COMMANDS = {
+    "airflow-api-server": ["api-server", "--host", "127.0.0.1", "--port", "8080"],
+    # The log servers bind every interface (host hard-coded); with LocalExecutor the API server
+    # reads task logs from local files, so the native stack runs without them.
+    "airflow-scheduler": ["scheduler", "--skip-serve-logs"],
+    "airflow-dag-processor": ["dag-processor"],
+    "airflow-triggerer": ["triggerer", "--skip-serve-logs"],
+}
+
+
+def airflow_programs() -> list[Program]:
+    # Each exits when its metadata database goes away (PostgreSQL restarted): it is restarted, with
+    # backoff while the database stays away (start_retries=30: about 8 minutes).
+    airflow = str(VENV / "bin" / "airflow")
+    return [Program(name, [airflow, *args], start_retries=30) for name, args in AIRFLOW_COMMANDS.items()]
 
 
 def airflow_ready(env: dict[str, str]) -> bool:
@@ -732,12 +702,12 @@ def airflow_ready(env: dict[str, str]) -> bool:
 
 
 def demo_site_start(env: dict[str, str]) -> None:
+    SUPERVISOR.start("demo-site")
+
+
+def demo_site_program(env: dict[str, str]) -> Program:
     port = env["DEMO_SITE_URL"].rsplit(":", 1)[1].strip("/")
-    spawn(
-        "demo-site",
-        [str(PY), "-m", "demo.site", "serve", "--host", "127.0.0.1", "--port", port],
-        env={**os.environ, **env},
-    )
+    return Program("demo-site", [str(PY), "-m", "demo.site", "serve", "--host", "127.0.0.1", "--port", port])
 
 
 def demo_site_ready(env: dict[str, str]) -> bool:
@@ -751,13 +721,36 @@ CONSUMERS = [f"consumer-{sink}" for sink in SINK_PORTS]
 
 
 def consumers_start(env: dict[str, str]) -> None:
-    for sink, port in SINK_PORTS.items():
-        if pid_of(f"consumer-{sink}") is None:
-            spawn(
-                f"consumer-{sink}",
-                [str(PY), "-m", "consumers", sink],
-                env={**os.environ, **env, "CONSUMER_METRICS_PORT": str(port)},
-            )
+    for name in CONSUMERS:
+        SUPERVISOR.start(name)
+
+
+def consumer_programs() -> list[Program]:
+    # Exit 1 (configuration), 2 (a fatal error, such as offsets going backwards) and 3 (circuit
+    # breaker open) are decisions: the consumer stays stopped and `status` shows why. A crash or a
+    # kill is restarted.
+    return [
+        Program(
+            f"consumer-{sink}",
+            [str(PY), "-m", "consumers", sink],
+            env={"CONSUMER_METRICS_PORT": str(port)},
+            final_exits=(0, 1, 2, 3),
+            stop_wait_s=40,
+        )
+        for sink, port in SINK_PORTS.items()
+    ]
+
+
+def programs(env: dict[str, str]) -> list[Program]:
+    return [
+        pg_program(),
+        kafka_program(),
+        opensearch_program(),
+        *hdfs_programs(),
+        *airflow_programs(),
+        demo_site_program(env),
+        *consumer_programs(),
+    ]
 
 
 def consumers_ready(env: dict[str, str]) -> bool:
@@ -765,15 +758,15 @@ def consumers_ready(env: dict[str, str]) -> bool:
 
 
 def group_stopper(*names: str) -> Callable[[], bool]:
-    return lambda: any([stop_group(n) for n in names])
+    return lambda: any([stop_program(n) for n in names])
 
 
 def group_running(*names: str) -> Callable[[], bool]:
-    return lambda: all(pid_of(n) is not None for n in names)
+    return lambda: all(program_running(n) for n in names)
 
 
 SERVICES = [
-    Service("postgres", [5432], pg_start, pg_ready, pg_stop, pg_running, 90),
+    Service("postgres", [5432], pg_start, pg_ready, pg_stop, pg_running, 90, processes=["postgres"]),
     Service(
         "kafka",
         [9092, 9093],
@@ -807,11 +800,11 @@ SERVICES = [
         [8080],
         airflow_start,
         airflow_ready,
-        group_stopper(*AIRFLOW_COMPONENTS),
-        group_running(*AIRFLOW_COMPONENTS),
+        group_stopper(*AIRFLOW_COMMANDS),
+        group_running(*AIRFLOW_COMMANDS),
         240,
         log="airflow-api-server.log",
-        processes=AIRFLOW_COMPONENTS,
+        processes=list(AIRFLOW_COMMANDS),
     ),
     Service(
         "demo-site",
@@ -883,6 +876,7 @@ def cmd_up(names: list[str]) -> None:
     env = stack_env()
     os.environ.update({"POSTGRES_PORT": env["POSTGRES_PORT"]})
     write_env_file(env)
+    SUPERVISOR.ensure(programs(env), {**os.environ, **env})
     targets = [BY_NAME[n] for n in names] if names else SERVICES
     start_services([s for s in targets if not s.after_init], env)
     if not names or "kafka" in names:
@@ -916,7 +910,8 @@ def cmd_down(names: list[str] | None = None) -> None:
         if (not names or svc.name in names) and svc.stop():
             say(f"{svc.name}: stopped")
     if not names:
-        leftovers = [p.stem for p in RUN.glob("*.pid") if pid_of(p.stem)]
+        leftovers = [n for n, p in SUPERVISOR.info().items() if p["statename"] in RUNNING_STATES]
+        SUPERVISOR.shutdown()
         if leftovers:
             raise StackError(f"still running: {leftovers}")
 
@@ -935,15 +930,41 @@ URLS = {
 def cmd_status(quiet_exit: bool = False) -> int:
     env = stack_env() if (STATE / "secrets.env").exists() else read_env_file(STACK / "native.env")
     env.setdefault("POSTGRES_PORT", "5432")
+    info, restarts = SUPERVISOR.info(), SUPERVISOR.restarts()
     down = 0
-    print(f"{'service':<12}{'state':<10}{'where':<62}log")
+    print(f"{'service':<12}{'state':<10}{'restarts':<10}{'where':<62}log")
     for svc in SERVICES:
         running = svc.running() if pg_bin() or svc.name != "postgres" else False
         ready = running and svc.ready(env) if "OPENSEARCH_URL" in env else running
         state = "ready" if ready else ("starting" if running else "stopped")
         down += state != "ready"
-        print(f"{svc.name:<12}{state:<10}{URLS[svc.name]:<62}{svc.log_file.relative_to(ROOT)}")
+        count = sum(restarts.get(p, 0) for p in svc.processes)
+        print(f"{svc.name:<12}{state:<10}{count:<10}{URLS[svc.name]:<62}{svc.log_file.relative_to(ROOT)}")
+        for name in svc.processes:
+            note = program_note(info.get(name), restarts.get(name, 0))
+            if note:
+                print(f"  {name}: {note}")
     return 0 if quiet_exit or down == 0 else 3
+
+
+def program_note(info: dict[str, object] | None, restarts: int, logs: Path = LOGS) -> str:
+    """Why a program is not running, or how often it was restarted (empty when there is nothing to say)."""
+    if info is None:
+        return ""
+    state, why = info["statename"], last_error(logs / f"{info['name']}.log")
+    if state == "FATAL":
+        return f"gave up restarting it (it kept exiting at start-up): {why}"
+    if state == "EXITED" and info["exitstatus"]:
+        return f"stopped by itself (exit {info['exitstatus']}), not restarted: {why}"
+    if restarts:
+        return f"restarted {restarts}x after unexpected exits (.stack/logs/supervisord.log)"
+    return ""
+
+
+def last_error(log: Path) -> str:
+    """The last ERROR line of a program's log, which names the reason it stopped."""
+    lines = [line for line in tail(log, 200).splitlines() if "ERROR" in line]
+    return lines[-1].strip()[:300] if lines else f"see {log}"
 
 
 def cmd_logs(name: str | None, follow: bool, lines: int) -> None:

@@ -52,11 +52,13 @@ T = TypeVar("T")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Outage tests stop shared services: run them after every other test (but before whole-stack restarts).
+    # Outage and supervision tests stop or kill shared services: run them after every other test
+    # (but before whole-stack restarts).
     items.sort(
         key=lambda i: (
             i.get_closest_marker("stack_lifecycle") is not None,
-            i.module is not None and i.module.__name__.endswith("test_consumers_outage"),
+            i.module is not None
+            and i.module.__name__.endswith(("test_consumers_outage", "test_supervision")),
         )
     )
 

@@ -44,7 +44,8 @@ def outage(service: str) -> Iterator[None]:
     """Stop one process of the native stack; afterwards restore everything that was ready before.
 
     "Everything": stopping PostgreSQL also takes down Airflow's scheduler, dag-processor and
-    triggerer (they exit when their metadata database refuses connections).
+    triggerer (they exit when their metadata database refuses connections; supervisord restarts
+    them, with backoff, until PostgreSQL is back).
     """
     stack = stack_module()
     env = stack.stack_env()
@@ -53,7 +54,7 @@ def outage(service: str) -> Iterator[None]:
         if service == "postgres":
             assert stack.pg_stop(), "PostgreSQL was not running"
         else:
-            assert stack.stop_group(service), f"{service} was not running"
+            assert stack.stop_program(service), f"{service} was not running"
         yield
     finally:
         restore(stack, ready_before)

@@ -10,6 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK = [sys.executable, str(ROOT / "stack" / "nativestack.py")]
+SUPERVISORD_CONF = ROOT / ".stack" / "run" / "supervisord.conf"
+SUPERVISORCTL = ROOT / ".stack" / "supervisor" / "bin" / "supervisorctl"
 SERVICES = ("postgres", "kafka", "opensearch", "hdfs", "airflow", "demo-site", "consumers")
 
 pytestmark = [pytest.mark.integration, pytest.mark.stack_lifecycle]
@@ -19,8 +21,15 @@ def stack(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*STACK, *args], capture_output=True, text=True, timeout=600, check=False)
 
 
-def pids() -> dict[str, str]:
-    return {p.stem: p.read_text() for p in (ROOT / ".stack" / "run").glob("*.pid")}
+def pids() -> dict[str, int]:
+    """Every supervised program's PID (0 when not running), as supervisord reports it."""
+    listing = subprocess.run(
+        [str(SUPERVISORCTL), "-c", str(SUPERVISORD_CONF), "pid", "all"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    return dict(enumerate(map(int, listing)))
 
 
 def status_states() -> dict[str, str]:
@@ -35,6 +44,7 @@ def test_up_twice_changes_nothing_and_down_stops_everything(stack_env: dict[str,
     for service in SERVICES:
         assert f"{service}: already running" in again.stdout
     assert "created" not in again.stdout  # topics all existed
+    assert 0 not in before.values() and len(before) == 13, before
     assert pids() == before
 
     try:
@@ -43,9 +53,9 @@ def test_up_twice_changes_nothing_and_down_stops_everything(stack_env: dict[str,
         status = stack("status")
         assert status.returncode == 3
         assert status_states() == dict.fromkeys(SERVICES, "stopped")
-        assert list((ROOT / ".stack" / "run").glob("*.pid")) == []
+        assert not (ROOT / ".stack" / "run" / "supervisor.sock").exists()  # supervisord is gone too
         leftovers = subprocess.run(
-            ["pgrep", "-f", f"{ROOT}/.stack/lib|{ROOT}/.venv/bin/airflow"],
+            ["pgrep", "-f", f"{ROOT}/.stack/(lib|supervisor)|{ROOT}/.venv/bin/(airflow|python -m)"],
             capture_output=True,
             text=True,
             check=False,
