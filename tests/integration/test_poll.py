@@ -67,3 +67,55 @@ def test_a_minute_of_polling_publishes_each_reading_once_and_every_valid_one_lan
 
     kit.eventually("every polled reading in PostgreSQL", lambda: set(landed()) == valid, 60)
     assert set(landed().values()) <= {"OK", "CRITICAL"}
+
+
+def test_a_poll_that_dies_after_publishing_a_window_does_not_publish_it_again(
+    stack_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRAWLSTORE_DATA_DIR", str(tmp_path))
+    source = pipeline.get_source(SOURCE)
+    consumer = KafkaConsumer(
+        bootstrap_servers=stack_env["KAFKA_BOOTSTRAP_SERVERS"],
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    partitions = [TopicPartition(source.topic, p) for p in consumer.partitions_for_topic(source.topic) or ()]
+    before = consumer.end_offsets(partitions)
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=2)  # 2+ readings each
+    (tmp_path / SOURCE).mkdir()
+    state = PollState(tmp_path / SOURCE / "poll_state.json")
+    state.save(start)
+
+    # The first run publishes its first window, then dies before it can note the window as done.
+    real_save = PollState.save
+
+    def die(self: PollState, until: datetime) -> None:
+        raise RuntimeError("killed after publishing, before saving the window as done")
+
+    monkeypatch.setattr(PollState, "save", die)
+    with pytest.raises(RuntimeError, match="killed after publishing"):
+        pipeline.poll(SOURCE, "test_poll_dies", duration_s=5)
+    pending = state.pending()
+    assert pending is not None and pending[0] == start
+
+    # The next run asks for exactly that window again first; its publish finds it done.
+    monkeypatch.setattr(PollState, "save", real_save)
+    totals = pipeline.poll(SOURCE, "test_poll_after", duration_s=5)
+    assert state.pending() is None
+    until = datetime.fromisoformat(totals["until"])
+    valid = {r.label for r in readings(start, until) if not r.invalid}
+    first_window = {r.label for r in readings(*pending) if not r.invalid}
+    assert first_window and totals["published"] == len(valid - first_window)
+
+    consumer.assign(partitions)
+    for tp in partitions:
+        consumer.seek(tp, before[tp])
+    after = consumer.end_offsets(partitions)
+    keys: Counter[str] = Counter()
+    while any(consumer.position(tp) < after[tp] for tp in partitions):
+        for batch in consumer.poll(timeout_ms=1000).values():
+            for message in batch:
+                if dict(message.headers).get("crawlstore.run_id") in (b"test_poll_dies", b"test_poll_after"):
+                    keys[message.key.decode()] += 1
+    consumer.close()
+    assert keys == Counter(valid)  # the first window's readings once, not twice

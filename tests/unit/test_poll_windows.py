@@ -37,3 +37,13 @@ def test_the_state_keeps_the_end_of_the_last_window_and_says_when_it_cannot(
     assert state.load() is None and "unreadable" in caplog.text
     state.path.write_text('{"until": "2026-12-01T12:00:00"}')
     assert state.load() == T0 and "no time zone" in caplog.text
+
+
+def test_a_window_begun_and_not_finished_is_pending_until_it_is_saved(tmp_path: Path) -> None:
+    state = PollState(tmp_path / "poll_state.json")
+    assert state.pending() is None
+    state.begin(T0, T0 + timedelta(seconds=10))
+    assert state.pending() == (T0, T0 + timedelta(seconds=10))
+    assert state.load() == T0  # not done: the next poll starts at it again
+    state.save(T0 + timedelta(seconds=10))
+    assert state.pending() is None and state.load() == T0 + timedelta(seconds=10)

@@ -17,6 +17,7 @@ from crawlstore.settings import PipelineSettings
 from crawlstore.sources import Source, get_source
 
 log = logging.getLogger(__name__)
+PUBLISH_LOG_MARGIN_MS = 10 * 60 * 1000  # clocks of workers and brokers may differ by this much
 
 
 def run_dir(source: Source, run_id: str) -> Path:
@@ -142,27 +143,49 @@ def validate(source_name: str, run_id: str, crawled: dict[str, Any]) -> dict[str
     }
 
 
-def publish_kafka(source_name: str, run_id: str, validated: dict[str, Any]) -> dict[str, Any]:
-    """Publish the valid items (key = natural id) and fail if any delivery fails."""
+def publish_kafka(
+    source_name: str,
+    run_id: str,
+    validated: dict[str, Any],
+    window: tuple[datetime, datetime] | None = None,
+) -> dict[str, Any]:
+    """Publish the valid items (key = natural id) exactly once per run, or per poll window,
+    however often it is retried or re-run; fail if any delivery fails, with nothing published."""
     from crawlstore.items import item_type
     from crawlstore.messages import encode_item
-    from crawlstore.producer import check_topics, produce_all
-    from crawlstore.publish import connection_producer
+    from crawlstore.producer import check_topics, publish_once
+    from crawlstore.publish import connection_publisher
+    from crawlstore.topics import PUBLISH_LOG
 
     source = get_source(source_name)
     model = item_type(source.kind)
-    producer = connection_producer()
-    check_topics(producer, [source.topic])
+    if window is None:
+        run_key, since_ms = f"{source.name}/{run_id}", first_publish_ms(source, run_id)
+    else:  # a window is published once whichever run asks for it (a retry, or the next run)
+        run_key = f"{source.name}/window/{window[0].isoformat()}..{window[1].isoformat()}"
+        since_ms = int(window[1].timestamp() * 1000) - PUBLISH_LOG_MARGIN_MS
+    producer, reader = connection_publisher(run_key)
+    check_topics(producer, [source.topic, PUBLISH_LOG])
     with Path(validated["valid_path"]).open(encoding="utf-8") as lines:
         records = (encode_item(model.model_validate_json(line), source.topic, run_id) for line in lines)
-        report = produce_all(producer, records)
-    log.info("published to %s: %s", source.topic, report.summary())
+        report = publish_once(producer, reader, run_key, records, since_ms)
+    if not report.already_published:
+        log.info("published to %s: %s", source.topic, report.summary())
     return {
         "published": report.delivered,
+        "already_published": report.already_published,
         "seconds": round(report.seconds, 3),
         "rate": round(report.rate, 1),
         "by_partition": dict(report.by_partition),
     }
+
+
+def first_publish_ms(source: Source, run_id: str) -> int:
+    """When this run first tried to publish (less a margin for clocks): where the publish log is read from."""
+    path = run_dir(source, run_id) / "publish_since.json"
+    if not path.exists():
+        path.write_text(json.dumps({"at_ms": int(datetime.now(UTC).timestamp() * 1000)}))
+    return int(json.loads(path.read_text())["at_ms"]) - PUBLISH_LOG_MARGIN_MS
 
 
 def poll(source_name: str, run_id: str, duration_s: float | None = None) -> dict[str, Any]:
@@ -187,7 +210,11 @@ def poll(source_name: str, run_id: str, duration_s: float | None = None) -> dict
             "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items), encoding="utf-8"
         )
         validated = validate(source.name, run_id, {"items_path": str(path), "items": len(items)})
-        published = publish_kafka(source.name, run_id, validated) if validated["valid"] else {"published": 0}
+        published = (
+            publish_kafka(source.name, run_id, validated, (since, until))
+            if validated["valid"]
+            else {"published": 0}
+        )
         return {**validated, **published}
 
     return poll_source(source, state, duration_s or float(source.poll["run_s"]), handle)

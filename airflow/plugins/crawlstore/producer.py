@@ -8,6 +8,8 @@ and by the DLQ replay (settings from KAFKA_* env vars).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections import Counter
@@ -17,6 +19,7 @@ from typing import Any
 
 from crawlstore.messages import OutgoingRecord
 from crawlstore.settings import KafkaSettings
+from crawlstore.topics import PUBLISH_LOG
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,10 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 }
 PRODUCER_ENFORCED: dict[str, Any] = {"enable.idempotence": True, "acks": "all"}
 PROGRESS_EVERY_S = 5.0
+CLIENT_AUTH = ("security.", "sasl.", "ssl.")
+# How long the broker keeps a transaction open that its producer abandoned (a killed worker):
+# until then read_committed consumers of its topics wait behind it. A retry ends it at once.
+TRANSACTION_TIMEOUT_MS = 300_000
 
 
 def producer_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -58,6 +65,7 @@ class PublishReport:
     by_topic: Counter[str] = field(default_factory=Counter)
     by_partition: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
+    already_published: int = 0  # a retry found its run published: nothing sent
 
     @property
     def rate(self) -> float:
@@ -139,4 +147,105 @@ def produce_all(
             f"{dict(report.errors)}; first: {first_errors}"
         )
     log.info("%s", report.summary())
+    return report
+
+
+# --------------------------------------------------------------------------- exactly once per run
+
+
+def transactional_config(run_key: str) -> dict[str, Any]:
+    """Producer settings for publish_once: the transactional id is the same for every attempt of
+    one run, so a new attempt fences the attempts before it."""
+    return {
+        "transactional.id": "crawlstore-publish-" + hashlib.sha256(run_key.encode()).hexdigest()[:32],
+        "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+    }
+
+
+def reader_config(client: dict[str, Any]) -> dict[str, Any]:
+    """A read_committed consumer config for the cluster (and credentials) of a producer config."""
+    wanted = {k: v for k, v in client.items() if k == "bootstrap.servers" or k.startswith(CLIENT_AUTH)}
+    return {
+        **wanted,
+        "group.id": "crawlstore-publish-log-reader",  # never joins: it assigns and never commits
+        "enable.auto.commit": False,
+        "isolation.level": "read_committed",
+        "enable.partition.eof": True,
+    }
+
+
+def find_marker(config: dict[str, Any], run_key: str, since_ms: int, timeout_s: float = 90.0) -> Any:
+    """The publish log's committed record of `run_key` written at or after since_ms, or None.
+
+    Reads to the log's end as it was when asked. Another run's transaction still open there (its
+    worker killed between marker and commit) holds the read back until it is resolved: aborted
+    by that run's retry, or by the broker after TRANSACTION_TIMEOUT_MS.
+    """
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer(config)
+    try:
+        partition = TopicPartition(PUBLISH_LOG, 0, since_ms)
+        [start] = consumer.offsets_for_times([partition], timeout=timeout_s)
+        if start.error is not None:
+            raise PublishFailed(f"cannot read {PUBLISH_LOG}: {start.error}")
+        _, end = consumer.get_watermark_offsets(TopicPartition(PUBLISH_LOG, 0), timeout=timeout_s)
+        if start.offset < 0 or start.offset >= end:  # nothing written since then
+            return None
+        consumer.assign([start])
+        found, deadline = None, time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            msg = consumer.poll(1.0)
+            if msg is None:
+                continue
+            error = msg.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    raise PublishFailed(f"cannot read {PUBLISH_LOG}: {error.str()}")
+                if (msg.offset() or 0) >= end:
+                    return found
+                continue  # at the end of what is committed, short of the end: a transaction is open
+            if msg.key() == run_key.encode():
+                found = json.loads(msg.value() or b"{}")
+        raise PublishFailed(
+            f"{PUBLISH_LOG} not read to offset {end} within {timeout_s:.0f}s: a transaction stays open"
+        )
+    finally:
+        consumer.close()
+
+
+def publish_once(
+    producer: Any,
+    reader: dict[str, Any],
+    run_key: str,
+    records: Iterable[OutgoingRecord],
+    since_ms: int,
+) -> PublishReport:
+    """Publish a run's records exactly once, however often it is retried.
+
+    `producer` is made with transactional_config(run_key). Initialising it fences every
+    earlier attempt of the run and aborts the transaction one left open (a worker killed in the
+    middle of its sends): read_committed consumers never see those records. The records and a
+    marker in PUBLISH_LOG are committed in one transaction; an attempt that finds the marker
+    (written since since_ms) sends nothing. Raises PublishFailed, with nothing committed, if any
+    delivery fails.
+    """
+    producer.init_transactions(60)
+    done = find_marker(reader, run_key, since_ms)
+    if done is not None:
+        log.info("run %s was published before (%s): nothing sent again", run_key, done)
+        return PublishReport(already_published=int(done["records"]))
+    producer.begin_transaction()
+    try:
+        report = produce_all(producer, records)
+        marker = {"run": run_key, "records": report.delivered, "by_topic": dict(report.by_topic)}
+        producer.produce(PUBLISH_LOG, key=run_key.encode(), value=json.dumps(marker).encode())
+        producer.commit_transaction(60)
+    except BaseException:
+        try:
+            producer.abort_transaction(30)
+        except Exception:
+            log.exception("aborting the transaction of %s failed (the next attempt aborts it)", run_key)
+        raise
+    log.info("committed the transaction of %s: %d record(s)", run_key, report.delivered)
     return report

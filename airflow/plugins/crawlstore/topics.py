@@ -12,6 +12,9 @@ def pipeline_topics() -> tuple[str, ...]:
     return current().topics
 
 
+# One record per published run, in the same Kafka transaction as the run's items: a retried
+# publish that finds its run here has nothing left to send (crawlstore.producer.publish_once).
+PUBLISH_LOG = "crawlstore.publish-log"
 DLQ_SUFFIX = "-dlq"
 PARKING_SUFFIX = "-dlq-parking"
 WEEK_MS = 7 * 24 * 3600 * 1000
@@ -42,9 +45,9 @@ def twin_specs(topic: str) -> list[TopicSpec]:
 
 
 def topic_specs(partitions: int) -> list[TopicSpec]:
-    """Main topics keep a week, with their twins."""
+    """Main topics keep a week, with their twins; the publish log keeps 30 days."""
     specs: list[TopicSpec] = []
     for topic in pipeline_topics():
         specs.append(TopicSpec(topic, partitions, {"retention.ms": str(WEEK_MS)}))
         specs += twin_specs(topic)
-    return specs
+    return [*specs, TopicSpec(PUBLISH_LOG, 1, {"retention.ms": str(30 * 24 * 3600 * 1000)})]

@@ -5,8 +5,9 @@ show a record some time after its own timestamp), so consecutive windows meet ex
 `{data_interval_start}` / `{data_interval_end}` placeholders of the start URL get its ends.
 The end of the last published window is kept in `<data dir>/<source>/poll_state.json`, so the
 next run (or a retry) goes on from there; a gap longer than `window_s` is caught up in windows
-of that size, one after the other. A window is saved as done only after its items are
-published, so a failure asks for it again: at least once, like a rerun of a crawl.
+of that size, one after the other. A window is saved as pending before its items are published
+and as done after: a failure in between asks for exactly that window again first, and its
+publish (exactly once per window, crawlstore.producer.publish_once) sends nothing twice.
 
 Fetching uses requests (one process, no Scrapy start-up per poll); the records go through the
 same extraction and normalisation as the json_api spider's, and robots.txt is obeyed.
@@ -60,9 +61,23 @@ class PollState:
             until = until.replace(tzinfo=UTC)
         return until
 
+    def pending(self) -> tuple[datetime, datetime] | None:
+        """A window whose publish began and did not finish (the run failed or was killed)."""
+        try:
+            start, end = json.loads(self.path.read_text())["pending"]
+            return datetime.fromisoformat(start), datetime.fromisoformat(end)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def begin(self, start: datetime, end: datetime) -> None:
+        self._write({"until": start.isoformat(), "pending": [start.isoformat(), end.isoformat()]})
+
     def save(self, until: datetime) -> None:
+        self._write({"until": until.isoformat()})
+
+    def _write(self, state: dict[str, Any]) -> None:
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"until": until.isoformat()}))
+        tmp.write_text(json.dumps(state))
         tmp.replace(self.path)
 
 
@@ -138,7 +153,7 @@ def poll(
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> dict[str, Any]:
     """Poll for `duration_s`; `handle(items, since, until)` validates and publishes each window's
-    items (raising stops the run, and the window is asked for again by the next one)."""
+    items (raising stops the run, and the same window is asked for again first by the next one)."""
     assert source.poll is not None
     every, widest = float(source.poll["every_s"]), timedelta(seconds=int(source.poll["window_s"]))
     lag = timedelta(seconds=float(source.poll.get("lag_s", 0)))
@@ -149,10 +164,15 @@ def poll(
         log.warning("poll state says %s, later than now: nothing is asked for until then", since.isoformat())
     totals: dict[str, Any] = {"polls": 0, "items": 0, "valid": 0, "invalid": 0, "published": 0}
     started = time.monotonic()
+    pending = state.pending()
     while True:
         tick = time.monotonic()
-        for start, end in windows(since, (clock() - lag).replace(microsecond=0), widest):
+        due = [pending] if pending else []
+        due += windows(pending[1] if pending else since, (clock() - lag).replace(microsecond=0), widest)
+        pending = None
+        for start, end in due:
             items = poller.fetch(start, end)
+            state.begin(start, end)
             outcome = handle(items, start, end)
             state.save(end)
             since = end
