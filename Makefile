@@ -7,8 +7,8 @@ PYTEST := .venv/bin/pytest
 
 .PHONY: up down status logs install clean demo test test-unit lint typecheck compose-config
 
-up:            ## install what is missing and start Kafka, PostgreSQL, OpenSearch, HDFS, Airflow
-	$(STACK) up
+up:            ## install what is missing and start Kafka, PostgreSQL, OpenSearch, HDFS, Airflow (KAFKA_BROKERS=3: three brokers)
+	$(STACK) up $(if $(KAFKA_BROKERS),--kafka-brokers $(KAFKA_BROKERS))
 
 down:          ## stop every service of the native stack
 	$(STACK) down

@@ -96,6 +96,8 @@ def ensure_secrets() -> dict[str, str]:
 def stack_env() -> dict[str, str]:
     """The whole environment of the native stack: settings, secrets, Airflow config."""
     env = read_env_file(STACK / "native.env")
+    if kafka_brokers() > 1:  # three copies of every record, two needed for a write
+        env.update(KAFKA_BOOTSTRAP_SERVERS=stack_kafka().bootstrap, KAFKA_REPLICATION_FACTOR="3")
     env.update(ensure_secrets())
     pg = f"{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}@{env['POSTGRES_HOST']}:{env['POSTGRES_PORT']}"
     airflow_home = STATE / "airflow"
@@ -341,8 +343,8 @@ def kafka_api_versions_ok(port: int = 9092) -> bool:
 # --------------------------------------------------------------------------- services
 
 
-def render(template: str, target: Path) -> Path:
-    text = string.Template((STACK / "conf" / template).read_text()).safe_substitute(STATE=STATE)
+def render(template: str, target: Path, **values: object) -> Path:
+    text = string.Template((STACK / "conf" / template).read_text()).safe_substitute(STATE=STATE, **values)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text)
     return target
@@ -555,18 +557,115 @@ def kafka_java(main: str, *args: str) -> list[str]:
     return [java(), "-cp", f"{LIB / 'kafka'}/*", log4j, main, *args]
 
 
+@dataclass(frozen=True)
+class KafkaCluster:
+    """One KRaft cluster of combined broker+controller nodes on 127.0.0.1.
+
+    Node n listens on base_port + 2(n-1) (broker) and the port after it (controller): the stack's
+    three-broker cluster on 9092/9093, 9094/9095, 9096/9097.
+    """
+
+    nodes: int
+    base_port: int
+    data: Path
+    conf: Path
+
+    @property
+    def names(self) -> list[str]:
+        return ["kafka"] if self.nodes == 1 else [f"kafka-{n}" for n in range(1, self.nodes + 1)]
+
+    def port(self, node: int) -> int:
+        return self.base_port + 2 * (node - 1)
+
+    @property
+    def ports(self) -> list[int]:
+        return [p for n in range(1, self.nodes + 1) for p in (self.port(n), self.port(n) + 1)]
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"127.0.0.1:{self.port(n)}" for n in range(1, self.nodes + 1))
+
+    def data_dir(self, node: int) -> Path:
+        return self.data if self.nodes == 1 else self.data / f"node-{node}"
+
+    def props(self, node: int) -> Path:
+        name = "kafka.properties" if self.nodes == 1 else f"kafka-{node}.properties"
+        voters = ",".join(f"{n}@127.0.0.1:{self.port(n) + 1}" for n in range(1, self.nodes + 1))
+        return render(
+            "kafka.properties.in",
+            self.conf / name,
+            NODES=self.nodes,
+            NODE=node,
+            VOTERS=voters,
+            PORT=self.port(node),
+            CONTROLLER_PORT=self.port(node) + 1,
+            DATA=self.data_dir(node),
+            RF=min(self.nodes, 3),
+            ISR=2 if self.nodes >= 3 else 1,
+        )
+
+    def format(self, log: Path) -> None:
+        """Format each node's log directory once, all with the same cluster id."""
+        id_file = self.data.parent / f"{self.data.name}.cluster-id"
+        if not id_file.exists():
+            old = self.data / "meta.properties"  # a 1-node cluster formatted before id_file existed
+            found = (
+                [ln.split("=", 1)[1] for ln in old.read_text().splitlines() if ln.startswith("cluster.id=")]
+                if old.exists()
+                else []
+            )
+            self.data.mkdir(parents=True, exist_ok=True)
+            id_file.write_text(
+                found[0] if found else base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+            )
+        cluster_id = id_file.read_text().strip()
+        for node in range(1, self.nodes + 1):
+            if not (self.data_dir(node) / "meta.properties").exists():
+                args = ["format", "-t", cluster_id, "-c", str(self.props(node)), "--ignore-formatted"]
+                run(kafka_java("kafka.tools.StorageTool", *args), log)
+
+    def programs(self) -> list[Program]:
+        heap = ["-Xms512m", "-Xmx1g"] if self.nodes == 1 else ["-Xms256m", "-Xmx512m"]
+        out = []
+        for node, name in enumerate(self.names, start=1):
+            argv = kafka_java("kafka.Kafka", str(self.conf / self.props(node).name))
+            out.append(Program(name, [argv[0], *heap, "-XX:+UseG1GC", *argv[1:]], stop_wait_s=60))
+        return out
+
+    def ready(self) -> bool:
+        return all(kafka_api_versions_ok(self.port(n)) for n in range(1, self.nodes + 1))
+
+
+def kafka_brokers() -> int:
+    """1 or 3, as the last `up --kafka-brokers` chose (default 1)."""
+    path = STATE / "kafka-brokers"
+    return int(path.read_text()) if path.exists() else 1
+
+
+def stack_kafka(nodes: int | None = None) -> KafkaCluster:
+    nodes = nodes or kafka_brokers()
+    return KafkaCluster(nodes, 9092, DATA / ("kafka" if nodes == 1 else f"kafka-{nodes}"), CONF)
+
+
+def choose_kafka_brokers(nodes: int) -> None:
+    current = stack_kafka()
+    if nodes == current.nodes:
+        return
+    if current.data.exists():
+        raise StackError(
+            f"the stack's Kafka has {current.nodes} broker(s) and data in {current.data}; the stores "
+            f"hold offsets of that cluster. To switch to {nodes}: make clean (deletes all data), then "
+            f"make up KAFKA_BROKERS={nodes}"
+        )
+    STATE.mkdir(parents=True, exist_ok=True)
+    (STATE / "kafka-brokers").write_text(str(nodes))
+
+
 def kafka_start(env: dict[str, str]) -> None:
-    props = render("kafka.properties.in", CONF / "kafka.properties")
-    if not (DATA / "kafka" / "meta.properties").exists():
-        cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
-        format_ = ["format", "-t", cluster_id, "-c", str(props), "--ignore-formatted"]
-        run(kafka_java("kafka.tools.StorageTool", *format_), LOGS / "kafka.log")
-    SUPERVISOR.start("kafka")
-
-
-def kafka_program() -> Program:
-    argv = kafka_java("kafka.Kafka", str(CONF / "kafka.properties"))
-    return Program("kafka", [argv[0], "-Xms512m", "-Xmx1g", "-XX:+UseG1GC", *argv[1:]], stop_wait_s=60)
+    cluster = stack_kafka()
+    cluster.format(LOGS / "kafka.log")
+    for name in cluster.names:
+        SUPERVISOR.start(name)
 
 
 # OpenSearch -----------------------------------------------------------------------------
@@ -744,7 +843,7 @@ def consumer_programs() -> list[Program]:
 def programs(env: dict[str, str]) -> list[Program]:
     return [
         pg_program(),
-        kafka_program(),
+        *stack_kafka().programs(),
         opensearch_program(),
         *hdfs_programs(),
         *airflow_programs(),
@@ -765,17 +864,23 @@ def group_running(*names: str) -> Callable[[], bool]:
     return lambda: all(program_running(n) for n in names)
 
 
+def kafka_service() -> Service:
+    cluster = stack_kafka()
+    return Service(
+        "kafka",
+        cluster.ports,
+        kafka_start,
+        lambda e: cluster.ready(),
+        group_stopper(*cluster.names),
+        group_running(*cluster.names),
+        log=f"{cluster.names[0]}.log",
+        processes=cluster.names,
+    )
+
+
 SERVICES = [
     Service("postgres", [5432], pg_start, pg_ready, pg_stop, pg_running, 90, processes=["postgres"]),
-    Service(
-        "kafka",
-        [9092, 9093],
-        kafka_start,
-        lambda e: kafka_api_versions_ok(),
-        group_stopper("kafka"),
-        group_running("kafka"),
-        processes=["kafka"],
-    ),
+    kafka_service(),
     Service(
         "opensearch",
         [9200, 9300],
@@ -918,7 +1023,7 @@ def cmd_down(names: list[str] | None = None) -> None:
 
 URLS = {
     "postgres": "postgresql://crawlstore@127.0.0.1:5432/crawlstore",
-    "kafka": "127.0.0.1:9092 (kcat -b 127.0.0.1:9092 -L)",
+    "kafka": "{bootstrap} (kcat -b 127.0.0.1:9092 -L)",
     "opensearch": "http://127.0.0.1:9200",
     "hdfs": "hdfs://127.0.0.1:8020, WebHDFS/UI http://127.0.0.1:9870",
     "airflow": "http://127.0.0.1:8080 (user admin, password in .stack/env)",
@@ -939,7 +1044,8 @@ def cmd_status(quiet_exit: bool = False) -> int:
         state = "ready" if ready else ("starting" if running else "stopped")
         down += state != "ready"
         count = sum(restarts.get(p, 0) for p in svc.processes)
-        print(f"{svc.name:<12}{state:<10}{count:<10}{URLS[svc.name]:<62}{svc.log_file.relative_to(ROOT)}")
+        where = URLS[svc.name].format(bootstrap=stack_kafka().bootstrap)
+        print(f"{svc.name:<12}{state:<10}{count:<10}{where:<62}{svc.log_file.relative_to(ROOT)}")
         for name in svc.processes:
             note = program_note(info.get(name), restarts.get(name, 0))
             if note:
@@ -998,6 +1104,12 @@ def main() -> int:
     up.add_argument(
         "services", nargs="*", metavar="SERVICE", help=f"any of {', '.join(BY_NAME)} (default: all)"
     )
+    up.add_argument(
+        "--kafka-brokers",
+        type=int,
+        choices=(1, 3),
+        help="1 (default) or 3 Kafka brokers (replication 3, min.insync.replicas 2); kept for later ups",
+    )
     down = sub.add_parser("down", help="stop every service of the stack (or only those named)")
     down.add_argument("services", nargs="*", metavar="SERVICE")
     sub.add_parser("status", help="show each service's state (exit 3 unless all are ready)")
@@ -1015,6 +1127,9 @@ def main() -> int:
             if unknown:
                 parser.error(f"unknown service(s) {sorted(unknown)}; known: {', '.join(BY_NAME)}")
         if args.command == "up":
+            if args.kafka_brokers:
+                choose_kafka_brokers(args.kafka_brokers)
+                SERVICES[SERVICES.index(BY_NAME["kafka"])] = BY_NAME["kafka"] = kafka_service()
             cmd_up(args.services)
         elif args.command == "down":
             cmd_down(args.services)

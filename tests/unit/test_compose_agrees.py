@@ -161,7 +161,8 @@ def argv(value: str | list[str] | None) -> list[str]:
 
 def published_ports(service: dict[str, Any]) -> set[int]:
     ports: set[int] = set()
-    for entry in service.get("ports") or []:
+    for raw in service.get("ports") or []:
+        entry = interpolate(raw, {}) if isinstance(raw, str) else raw
         if isinstance(entry, dict):
             if entry.get("published"):
                 ports.add(int(entry["published"]))
@@ -455,7 +456,17 @@ def kafka_env_name(key: str) -> str:
     return "KAFKA_" + key.replace("_", "__").replace("-", "___").replace(".", "_").upper()
 
 
-def test_kafka_broker_config_matches_native(services: dict[str, dict[str, Any]]) -> None:
+THREE_BROKERS = {  # the three-broker lines of .env.example
+    line.lstrip("# ").split("=", 1)[0]: line.lstrip("# ").split("=", 1)[1]
+    for line in (ROOT / ".env.example").read_text().splitlines()
+    if line.startswith("# ") and "=" in line and line.lstrip("# ").split("=", 1)[0].isupper()
+}
+
+
+@pytest.mark.parametrize("nodes", [1, 3])
+def test_kafka_broker_config_matches_native(
+    nodes: int, services: dict[str, dict[str, Any]], native: NativeStack, tmp_path: Path
+) -> None:
     listener_keys = {
         "listeners",
         "advertised.listeners",
@@ -464,20 +475,29 @@ def test_kafka_broker_config_matches_native(services: dict[str, dict[str, Any]])
         "inter.broker.listener.name",
         "log.dirs",
     }
-    env = raw_env(services["kafka"])
-    props = dict(
-        line.split("=", 1)
-        for line in (CONF / "kafka.properties.in").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    )
-    assert "auto.create.topics.enable" in props
-    for key, value in props.items():
-        if key not in listener_keys:
-            assert env.get(kafka_env_name(key)) == value, (
-                f"{key}: native {value}, compose {env.get(kafka_env_name(key))}"
-            )
-        else:
-            assert kafka_env_name(key) in env, key
+    variables = THREE_BROKERS if nodes == 3 else {}
+    assert nodes == 1 or variables["COMPOSE_PROFILES"] == "three-brokers"
+    cluster = native.module.KafkaCluster(nodes, 9092, tmp_path / "data", tmp_path / "conf")
+    for node, name in enumerate(["kafka", "kafka-2", "kafka-3"][:nodes], start=1):
+        env = {k: interpolate(v, variables) for k, v in raw_env(services[name]).items()}
+        props = dict(
+            line.split("=", 1)
+            for line in cluster.props(node).read_text().splitlines()
+            if line.strip() and not line.startswith("#")
+        )
+        assert "auto.create.topics.enable" in props and props["node.id"] == str(node)
+        for key, value in props.items():
+            if key not in listener_keys:
+                assert env.get(kafka_env_name(key)) == value, (
+                    f"{name} {key}: native {value}, compose {env.get(kafka_env_name(key))}"
+                )
+            else:
+                assert kafka_env_name(key) in env, key
+        voters = env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")
+        assert [v.split("@")[0] for v in voters] == [str(n) for n in range(1, nodes + 1)]
+    if nodes == 3:
+        assert variables["KAFKA_BOOTSTRAP_SERVERS"].count(",") == 2
+        assert native.module.KafkaCluster(3, 9092, tmp_path, tmp_path).bootstrap.count(",") == 2
 
 
 def test_opensearch_config_matches_native(services: dict[str, dict[str, Any]], native: NativeStack) -> None:
@@ -652,8 +672,11 @@ def test_dependencies_wait_for_health_or_completion(services: dict[str, dict[str
 
 
 def test_published_ports_bind_to_loopback_only(services: dict[str, dict[str, Any]]) -> None:
-    """Nothing is reachable from other machines unless the user opens it (change 127.0.0.1)."""
+    """Nothing is reachable from other machines unless the user opens it (CRAWLSTORE_BIND_ADDRESS)."""
     for name, service in services.items():
-        for entry in service.get("ports") or []:
-            host_ip = entry.get("host_ip") if isinstance(entry, dict) else str(entry).split(":")[0]
-            assert host_ip == "127.0.0.1", f"{name} publishes {entry} on every interface"
+        for raw in service.get("ports") or []:
+            assert isinstance(raw, str), f"{name}: {raw} (write ports as ADDRESS:HOST:CONTAINER)"
+            host_ip = interpolate(raw, {}).split(":")[0]
+            assert host_ip == "127.0.0.1", f"{name} publishes {raw} on every interface"
+            opened = interpolate(raw, {"CRAWLSTORE_BIND_ADDRESS": "0.0.0.0"})
+            assert opened.startswith("0.0.0.0:"), f"{name}: CRAWLSTORE_BIND_ADDRESS does not open {raw}"
