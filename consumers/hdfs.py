@@ -36,12 +36,14 @@ from consumers.hdfs_files import (
     CommittedFile,
     Layout,
     Run,
+    aside_name,
     next_offset,
     parse_file_name,
     safe_root,
     safe_segment,
     split_runs,
     temp_dir,
+    topic_id_path,
 )
 from consumers.sink import SinkTask
 from consumers.webhdfs import WebHdfs
@@ -138,7 +140,10 @@ class HdfsSink(SinkTask):
         return found
 
     def open(
-        self, partitions: Collection[TopicPartition], committed: Mapping[TopicPartition, int | None]
+        self,
+        partitions: Collection[TopicPartition],
+        committed: Mapping[TopicPartition, int | None],
+        topic_ids: Mapping[str, str] | None = None,
     ) -> dict[TopicPartition, int]:
         start: dict[TopicPartition, int] = {}
         by_topic: dict[str, list[TopicPartition]] = defaultdict(list)
@@ -152,6 +157,10 @@ class HdfsSink(SinkTask):
             for tp in tps:
                 # Leftovers of a crash between write and rename: never committed, never counted.
                 self.fs.delete(temp_dir(self.root, topic, tp.partition), recursive=True)
+                new_id = (topic_ids or {}).get(tp.topic)
+                if new_id is not None and self._topic_id(tp, new_id):
+                    start[tp] = self.next[tp] = 0
+                    continue
                 from_files = next_offset(files, topic, tp.partition)
                 known = [o for o in (from_files, committed.get(tp)) if o is not None]
                 if known:
@@ -167,6 +176,38 @@ class HdfsSink(SinkTask):
                     committed.get(tp),
                 )
         return start
+
+    def _topic_id(self, tp: TopicPartition, new_id: str) -> bool:
+        """Keep the partition's topic id in `<root>/+topics/<topic>/<partition>`; True when it was
+        another id (the topic was deleted and re-created): the old log's files are then renamed
+        aside (`<name>.old-<id>.<format>`, still readable, no longer the resume position)."""
+        marker = topic_id_path(self.root, tp.topic, tp.partition)
+        try:
+            old_id = self.fs.read(marker).decode().strip()
+        except FileNotFoundError:
+            old_id = None
+        if old_id == new_id:
+            return False
+        renamed = 0
+        if old_id is not None:
+            for path, f in self.committed_files(tp.topic).items():
+                if f.partition == tp.partition:
+                    self.fs.rename(path, aside_name(path, old_id))
+                    renamed += 1
+        self.fs.create(marker, new_id.encode())
+        if old_id is None:
+            return False
+        log.warning(
+            "TOPIC RE-CREATED: %s[%d] has id %s, its files were written from id %s: %d file(s) renamed "
+            "aside (*.old-%s.*), reading the new log from its start",
+            tp.topic,
+            tp.partition,
+            new_id,
+            old_id,
+            renamed,
+            old_id[:8],
+        )
+        return True
 
     def put(self, batch: Batch) -> list[Rejection]:
         self._staged = []

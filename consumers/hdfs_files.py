@@ -115,6 +115,17 @@ def temp_dir(root: str, topic: str, partition: int) -> str:
     return f"{safe_root(root)}/{TMP}/{safe_segment(topic)}/{int(partition)}"
 
 
+def topic_id_path(root: str, topic: str, partition: int) -> str:
+    """Where the id of the topic a partition's files were written from is kept."""
+    return f"{safe_root(root)}/+topics/{safe_segment(topic)}/{int(partition)}"
+
+
+def aside_name(path: str, old_topic_id: str) -> str:
+    """A committed file of a deleted topic's log, renamed so that it no longer names a position."""
+    stem, dot, fmt = path.rpartition(".")
+    return f"{stem}.old-{safe_segment(old_topic_id)[:8]}{dot}{fmt}"
+
+
 def next_offset(files: Iterable[CommittedFile], topic: str, partition: int) -> int | None:
     """The offset after the last one any committed file of the partition accounts for."""
     lasts = [f.last for f in files if f.topic == topic and f.partition == partition]

@@ -53,3 +53,21 @@ def producer_config(kafka: KafkaSettings, sink: str) -> dict[str, Any]:
         # A DLQ record is its original plus up to ~10 KB of error headers.
         "max_request_size": 2 * 1024 * 1024,
     }
+
+
+def topic_ids(kafka: KafkaSettings, topics: set[str]) -> dict[str, str]:
+    """Each topic's id on the cluster (a topic deleted and re-created under its name gets a new one)."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(
+        bootstrap_servers=[b.strip() for b in kafka.bootstrap_servers.split(",") if b.strip()],
+        client_id="crawlstore-topic-ids",
+        request_timeout_ms=10_000,
+    )
+    try:
+        described = admin.describe_topics(sorted(topics))
+    finally:
+        admin.close()
+    unknown = {"", "None", "00000000-0000-0000-0000-000000000000"}  # brokers too old to have ids
+    found = [d for d in described if d.get("error_code") == 0 and str(d.get("topic_id")) not in unknown]
+    return {d["name"]: str(d["topic_id"]) for d in found}

@@ -25,6 +25,7 @@ from kafka.structs import TopicPartition
 from consumers.batching import BatchPolicy, Decoded, decode, to_record
 from consumers.errors import FatalError, TransientError
 from consumers.flushing import BatchFlushing, describe
+from consumers.kafka_config import topic_ids
 from consumers.settings import RuntimeConfig
 from consumers.sink import SinkTask
 from crawlstore.init import create_topics
@@ -269,7 +270,7 @@ class SinkLoop(BatchFlushing):
             try:
                 self._ensure_twins({tp.topic for tp in tps})
                 committed = {tp: self.consumer.committed(tp, timeout_ms=10_000) for tp in tps}
-                start = self.sink.open(tps, committed)
+                start = self.sink.open(tps, committed, topic_ids(self.kafka, {tp.topic for tp in tps}))
                 self._refuse_backwards(tps, {tp: start.get(tp, committed.get(tp)) for tp in tps})
             except (TransientError, KafkaError) as exc:
                 delay = backoff.next_delay()
@@ -305,6 +306,22 @@ class SinkLoop(BatchFlushing):
             )
             self.metrics.set_state("consuming")
             self._tick(time.monotonic(), force=True)
+
+    def _pass_markers(self) -> None:
+        """Count as durable the offsets that hold no record to consume: the markers a transactional
+        publisher writes after each transaction, and records of aborted ones. They end every
+        transactional partition, so without this the committed offset stays one short of the end
+        (lag 1 for ever, in /metrics and in Kafka's view of the group)."""
+        if self._inflight is not None or self.consumer is None:
+            return
+        passed = {}
+        for tp in self.opened - set(self.batch.ranges):
+            durable, position = self.durable_next.get(tp), self._position(tp)
+            if durable is not None and position is not None and position > durable:
+                passed[tp] = position
+        if passed:
+            self.durable_next.update(passed)
+            self._commit_kafka(passed)
 
     def _position(self, tp: TopicPartition) -> int | None:
         assert self.consumer is not None
@@ -347,6 +364,7 @@ class SinkLoop(BatchFlushing):
             return
         self._last_tick = now
         assert self.consumer is not None
+        self._pass_markers()
         lag: dict[tuple[str, int], int] = {}
         for tp in self.opened:
             try:

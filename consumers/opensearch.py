@@ -242,9 +242,13 @@ class OpenSearchSink(SinkTask):
             )
 
     def open(
-        self, partitions: Collection[TopicPartition], committed: Mapping[TopicPartition, int | None]
+        self,
+        partitions: Collection[TopicPartition],
+        committed: Mapping[TopicPartition, int | None],
+        topic_ids: Mapping[str, str] | None = None,
     ) -> dict[TopicPartition, int]:
         # Kafka's committed offsets are the truth: replays are no-ops, so re-reading is harmless.
+        # (Kafka drops a deleted topic's committed offsets: a re-created one is read from its start.)
         return {}
 
     def prepare(self, batch: Batch) -> None:

@@ -53,12 +53,12 @@ class Statement:
 
 
 UPSERT_OFFSETS = (
-    "INSERT INTO kafka_offsets (consumer_group, topic, kafka_partition, next_offset) VALUES %s "
+    "INSERT INTO kafka_offsets (consumer_group, topic, kafka_partition, next_offset, topic_id) VALUES %s "
     "ON CONFLICT (consumer_group, topic, kafka_partition) "
-    "DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()"
+    "DO UPDATE SET next_offset = EXCLUDED.next_offset, topic_id = EXCLUDED.topic_id, updated_at = now()"
 )
 SELECT_OFFSETS = (
-    "SELECT topic, kafka_partition, next_offset FROM kafka_offsets "
+    "SELECT topic, kafka_partition, next_offset, topic_id FROM kafka_offsets "
     "WHERE consumer_group = %s AND (topic, kafka_partition) IN (SELECT * FROM unnest(%s::text[], %s::int[]))"
 )
 
@@ -123,6 +123,7 @@ class PostgresSink(SinkTask):
         self._connect = connect
         self._conn: PgConnection | None = None
         self._staged = False
+        self.topic_ids: dict[str, str] = {}  # of the topics opened, stored beside their offsets
 
     # -- connection
 
@@ -188,9 +189,13 @@ class PostgresSink(SinkTask):
         )
 
     def open(
-        self, partitions: Collection[TopicPartition], committed: Mapping[TopicPartition, int | None]
+        self,
+        partitions: Collection[TopicPartition],
+        committed: Mapping[TopicPartition, int | None],
+        topic_ids: Mapping[str, str] | None = None,
     ) -> dict[TopicPartition, int]:
         tps = list(partitions)
+        self.topic_ids.update(topic_ids or {})
         try:
             conn = self._connection()
             with conn.cursor() as cur:
@@ -201,7 +206,20 @@ class PostgresSink(SinkTask):
             conn.rollback()
         except psycopg2.Error as exc:
             raise self._fail(exc, "reading kafka_offsets") from exc
-        stored = {TopicPartition(t, p): int(o) for t, p, o in rows}
+        stored = {TopicPartition(t, p): int(o) for t, p, o, _ in rows}
+        for t, p, o, old_id in rows:
+            new_id = self.topic_ids.get(t)
+            if old_id is not None and new_id is not None and old_id != new_id:
+                log.warning(
+                    "TOPIC RE-CREATED: %s[%d] has id %s, kafka_offsets were stored for id %s (at %d): "
+                    "reading the new log from its start",
+                    t,
+                    p,
+                    new_id,
+                    old_id,
+                    o,
+                )
+                stored[TopicPartition(t, p)] = 0
         for tp in tps:
             if tp in stored and committed.get(tp) not in (None, stored[tp]):
                 log.info(
@@ -284,7 +302,8 @@ class PostgresSink(SinkTask):
     def flush(self, batch: Batch) -> None:
         conn = self._connection()
         offsets = [
-            (self.group, tp.topic, tp.partition, nxt) for tp, nxt in sorted(batch.next_offsets().items())
+            (self.group, tp.topic, tp.partition, nxt, self.topic_ids.get(tp.topic))
+            for tp, nxt in sorted(batch.next_offsets().items())
         ]
         try:
             with conn.cursor() as cur:

@@ -31,12 +31,17 @@ class SinkTask(ABC):
 
     @abstractmethod
     def open(
-        self, partitions: Collection[TopicPartition], committed: Mapping[TopicPartition, int | None]
+        self,
+        partitions: Collection[TopicPartition],
+        committed: Mapping[TopicPartition, int | None],
+        topic_ids: Mapping[str, str] | None = None,
     ) -> dict[TopicPartition, int]:
         """Take over partitions; returns the offset to resume each one from, when the store knows it.
 
         `committed` are Kafka's committed offsets of the group; partitions missing from the result
-        resume from there.
+        resume from there. `topic_ids` are the topics' ids on the cluster, when known: a store that
+        keeps its own offsets keeps the id beside them, and when a topic was deleted and re-created
+        (a new id) says so and resumes its new log from the start.
         """
 
     def prepare(self, batch: Batch) -> None:

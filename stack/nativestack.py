@@ -1044,7 +1044,8 @@ def cmd_status(quiet_exit: bool = False) -> int:
         state = "ready" if ready else ("starting" if running else "stopped")
         down += state != "ready"
         count = sum(restarts.get(p, 0) for p in svc.processes)
-        where = URLS[svc.name].format(bootstrap=stack_kafka().bootstrap)
+        brokers = "127.0.0.1:9092" if kafka_brokers() == 1 else "127.0.0.1:9092,:9094,:9096"
+        where = URLS[svc.name].format(bootstrap=brokers)
         print(f"{svc.name:<12}{state:<10}{count:<10}{where:<62}{svc.log_file.relative_to(ROOT)}")
         for name in svc.processes:
             note = program_note(info.get(name), restarts.get(name, 0))

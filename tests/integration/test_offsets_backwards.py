@@ -1,6 +1,7 @@
-"""A topic deleted and re-created under a sink that keeps its own position (PostgreSQL's
-kafka_offsets, HDFS's file names): the consumer stops and says why, instead of resuming past
-the new log's end and skipping its records without a word."""
+"""A topic deleted and re-created under a consumer: the sinks that keep their own position
+(PostgreSQL's kafka_offsets, HDFS's file names) store the topic id beside it, see the new id, say
+so and read the new log from its start; without an id to compare, they stop and say why, instead
+of resuming past the new log's end and skipping its records without a word."""
 
 from __future__ import annotations
 
@@ -32,9 +33,11 @@ def recreate(kafka_servers: str, topic: str) -> None:
         admin.close()
 
 
-@pytest.mark.parametrize("sink", ["postgres", "hdfs"])
-def test_a_re_created_topic_stops_the_consumer_with_the_reason(
+@pytest.mark.parametrize("new_records", [5, 25])  # fewer than the old position, and more
+@pytest.mark.parametrize("sink", ["postgres", "opensearch", "hdfs"])
+def test_a_re_created_topic_is_read_from_its_start_and_says_so(
     sink: str,
+    new_records: int,
     kit: Any,
     make_topic: Any,
     producer: Any,
@@ -46,9 +49,52 @@ def test_a_re_created_topic_stops_the_consumer_with_the_reason(
     topic = make_topic(partitions=1)
     store = make_store(sink, topic, key_prefix)
     consumer = run_consumer(sink, topics=topic, **store.env)
+    old = {f"{key_prefix}old{i}" for i in range(20)}
+    producer(topic, [kit.product(key, i) for i, key in enumerate(sorted(old))])
+    kit.eventually("the first 20 stored", lambda: len(store.records()) == 20)
+    assert consumer.stop() == 0
+
+    recreate(kafka_servers, topic)
+    new = {f"{key_prefix}new{i}" for i in range(new_records)}
+    producer(topic, [kit.product(key, i) for i, key in enumerate(sorted(new))])
+    consumer.start()
+    kit.eventually("every record of the new log stored", lambda: {r["key"] for r in store.records()} >= new)
+    assert consumer.alive()
+    records = store.records()
+    assert sorted(r["key"] for r in records) == sorted(old | new)  # the old log's records kept, each once
+    assert sorted(r["offset"] for r in records if r["key"] in new) == list(range(new_records))
+    if sink != "opensearch":  # it keeps no position of its own: Kafka dropped the deleted topic's
+        assert f"TOPIC RE-CREATED: {topic}[0]" in consumer.log_text()
+
+
+@pytest.mark.parametrize("sink", ["postgres", "hdfs"])
+def test_offsets_stored_without_a_topic_id_that_go_backwards_stop_the_consumer_with_the_reason(
+    sink: str,
+    kit: Any,
+    make_topic: Any,
+    producer: Any,
+    run_consumer: Any,
+    make_store: Any,
+    key_prefix: str,
+    kafka_servers: str,
+    pg: Any,
+    webhdfs: Any,
+) -> None:
+    """Positions written before topic ids were kept (or a log truncated under the same id): the
+    consumer cannot tell a new log from a lost one, so it stops rather than skip anything."""
+    topic = make_topic(partitions=1)
+    store = make_store(sink, topic, key_prefix)
+    consumer = run_consumer(sink, topics=topic, **store.env)
     producer(topic, [kit.product(f"{key_prefix}old{i}", i) for i in range(20)])
     kit.eventually("the first 20 stored", lambda: len(store.records()) == 20)
     assert consumer.stop() == 0
+    if sink == "postgres":  # as an older version of the sink left them
+        with pg.cursor() as cur:
+            cur.execute("UPDATE kafka_offsets SET topic_id = NULL WHERE topic = %s", (topic,))
+        pg.commit()
+    else:
+        root = store.env["CONSUMER_HDFS_ROOT"]
+        webhdfs.delete(f"{root}/+topics/{topic}")
 
     recreate(kafka_servers, topic)
     producer(topic, [kit.product(f"{key_prefix}new{i}", i) for i in range(5)])

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg2
 import pytest
 import requests
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from crawlstore import pipeline
 from crawlstore.messages import H_RUN_ID
@@ -28,6 +28,7 @@ pytestmark = pytest.mark.integration
 TOPIC = "crawl.products"
 ITEMS = 2000
 KILL_AFTER = 800  # records handed to the producer before the worker "dies"
+GROUPS = ("crawlstore-postgres", "crawlstore-opensearch", "crawlstore-hdfs")
 
 
 def of_run(servers: str, start: dict[TopicPartition, int], run_id: str, isolation: str) -> list[Any]:
@@ -145,3 +146,20 @@ def test_a_publish_killed_mid_run_then_retried_lands_each_item_once_in_kafka_and
     kit.eventually("every item in OpenSearch", lambda: os_count() == ITEMS, 120)
     kit.eventually("every item in HDFS", lambda: len(hdfs_keys()) >= ITEMS, 120)
     assert sorted(hdfs_keys()) == sorted(keys)  # HDFS keeps every line: none twice
+
+    # Each transaction ends with a marker offset no consumer sees: the groups commit past it.
+    def lag() -> dict[str, int]:
+        probe = KafkaConsumer(bootstrap_servers=servers)
+        admin = KafkaAdminClient(bootstrap_servers=servers)
+        try:
+            end = probe.end_offsets(partitions)
+            lags = {}
+            for group in GROUPS:
+                committed = admin.list_group_offsets(group).get(group, {})
+                lags[group] = sum(end[tp] - committed[tp].offset for tp in partitions)
+            return lags
+        finally:
+            probe.close()
+            admin.close()
+
+    kit.eventually("the stack's consumer groups at the end of the topic", lambda: not any(lag().values()), 60)
