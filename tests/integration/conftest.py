@@ -8,6 +8,7 @@ the service and the command that starts it. Tests get their own topics (`test.<u
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 import psycopg2
@@ -90,6 +92,17 @@ def eventually(what: str, check: Callable[[], bool], timeout_s: float = 120.0, e
 
 def _up(service: str) -> str:
     return f"start it with: python3 stack/nativestack.py up {service}"
+
+
+@pytest.fixture(scope="session")
+def native_stack() -> ModuleType:
+    """stack/nativestack.py as a module: its programs, its supervisord, its Kafka cluster layout."""
+    spec = importlib.util.spec_from_file_location("nativestack", ROOT / "stack" / "nativestack.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return module
 
 
 # ---------------------------------------------------------------------------- services

@@ -7,9 +7,7 @@ service in a `finally`, with the stack script's own `up`.
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -30,24 +28,14 @@ RECORDS = 2000
 DOWN_S = 20
 
 
-def stack_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("nativestack", ROOT / "stack" / "nativestack.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look themselves up there
-    spec.loader.exec_module(module)
-    return module
-
-
 @contextmanager
-def outage(service: str) -> Iterator[None]:
+def outage(stack: ModuleType, service: str) -> Iterator[None]:
     """Stop one process of the native stack; afterwards restore everything that was ready before.
 
     "Everything": stopping PostgreSQL also takes down Airflow's scheduler, dag-processor and
     triggerer (they exit when their metadata database refuses connections; supervisord restarts
     them, with backoff, until PostgreSQL is back).
     """
-    stack = stack_module()
     env = stack.stack_env()
     ready_before = {svc.name for svc in stack.SERVICES if svc.running() and svc.ready(env)}
     try:
@@ -102,6 +90,7 @@ def test_store_outage_under_load_dead_letters_nothing_and_everything_lands(
     make_store: Any,
     read_topic: Any,
     pg_settings: PostgresSettings,
+    native_stack: ModuleType,
 ) -> None:
     prefix = f"t{uuid.uuid4().hex[:10]}-"  # not the key_prefix fixture: its connection dies with PostgreSQL
     store = make_store(sink, topic, prefix)
@@ -123,7 +112,7 @@ def test_store_outage_under_load_dead_letters_nothing_and_everything_lands(
             lambda: consumer.metric("crawlstore_consumer_records_written_total") > 0,
             60,
         )
-        with outage(service):
+        with outage(native_stack, service):
             kit.eventually(
                 "the consumer noticed and retries",
                 lambda: consumer.metric("crawlstore_consumer_retries_total") > 0,

@@ -21,6 +21,23 @@ pytestmark = pytest.mark.integration
 SOURCE = "demo_sensors_live"
 
 
+def published_keys(consumer: KafkaConsumer, since: dict[TopicPartition, int], runs: set[str]) -> Counter[str]:
+    """How often each key was published by these runs, in the topic since `since`."""
+    partitions = list(since)
+    consumer.assign(partitions)
+    for tp in partitions:
+        consumer.seek(tp, since[tp])
+    end = consumer.end_offsets(partitions)
+    keys: Counter[str] = Counter()
+    while any(consumer.position(tp) < end[tp] for tp in partitions):
+        for batch in consumer.poll(timeout_ms=1000).values():
+            for message in batch:
+                if dict(message.headers).get("crawlstore.run_id", b"").decode() in runs:
+                    keys[message.key.decode()] += 1
+    consumer.close()
+    return keys
+
+
 def test_a_minute_of_polling_publishes_each_reading_once_and_every_valid_one_lands(
     stack_env: dict[str, str], pg_settings: Any, kit: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -43,18 +60,7 @@ def test_a_minute_of_polling_publishes_each_reading_once_and_every_valid_one_lan
     assert expected and totals["items"] == len(expected) and totals["published"] == len(valid)
 
     # Kafka: each valid reading of the window exactly once, nothing else from this run.
-    consumer.assign(partitions)
-    for tp in partitions:
-        consumer.seek(tp, before[tp])
-    after = consumer.end_offsets(partitions)
-    keys: Counter[str] = Counter()
-    while any(consumer.position(tp) < after[tp] for tp in partitions):
-        for batch in consumer.poll(timeout_ms=1000).values():
-            for message in batch:
-                if dict(message.headers).get("crawlstore.run_id") == b"test_poll_minute":
-                    keys[message.key.decode()] += 1
-    consumer.close()
-    assert keys == Counter(valid)
+    assert published_keys(consumer, before, {"test_poll_minute"}) == Counter(valid)
 
     def landed() -> dict[str, Any]:
         with psycopg2.connect(**pg_settings.connect_kwargs()) as conn, conn.cursor() as cur:
@@ -107,15 +113,5 @@ def test_a_poll_that_dies_after_publishing_a_window_does_not_publish_it_again(
     first_window = {r.label for r in readings(*pending) if not r.invalid}
     assert first_window and totals["published"] == len(valid - first_window)
 
-    consumer.assign(partitions)
-    for tp in partitions:
-        consumer.seek(tp, before[tp])
-    after = consumer.end_offsets(partitions)
-    keys: Counter[str] = Counter()
-    while any(consumer.position(tp) < after[tp] for tp in partitions):
-        for batch in consumer.poll(timeout_ms=1000).values():
-            for message in batch:
-                if dict(message.headers).get("crawlstore.run_id") in (b"test_poll_dies", b"test_poll_after"):
-                    keys[message.key.decode()] += 1
-    consumer.close()
-    assert keys == Counter(valid)  # the first window's readings once, not twice
+    # The first window's readings once, not twice.
+    assert published_keys(consumer, before, {"test_poll_dies", "test_poll_after"}) == Counter(valid)

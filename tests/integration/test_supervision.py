@@ -6,7 +6,6 @@ the outage tests, after every other test.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -32,15 +31,6 @@ RECORDS = 3000
 KILLED = ["consumer-postgres", "consumer-opensearch", "consumer-hdfs", "airflow-scheduler"]
 
 
-def stack_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("nativestack", ROOT / "stack" / "nativestack.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look themselves up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def status() -> str:
     done = subprocess.run(
         ["python3", "stack/nativestack.py", "status"], cwd=ROOT, capture_output=True, text=True, check=False
@@ -55,8 +45,9 @@ def test_killed_consumers_and_scheduler_are_restarted_and_nothing_is_lost_or_dou
     opensearch_url: str,
     webhdfs: Any,
     stack_env: dict[str, str],
+    native_stack: ModuleType,
 ) -> None:
-    stack = stack_module()
+    stack = native_stack
     before = {name: stack.pid_of(name) for name in KILLED}
     assert all(before.values()), f"not all supervised: {before}\n{status()}"
     restarts_before = stack.SUPERVISOR.restarts()
@@ -133,11 +124,13 @@ def test_killed_consumers_and_scheduler_are_restarted_and_nothing_is_lost_or_dou
     assert state == "success", api.task_states(dag_id, run_id)
 
 
-def test_a_consumer_that_stops_on_purpose_stays_stopped_and_status_says_why(tmp_path: Path, kit: Any) -> None:
+def test_a_consumer_that_stops_on_purpose_stays_stopped_and_status_says_why(
+    tmp_path: Path, kit: Any, native_stack: ModuleType
+) -> None:
     """A supervisord of its own, run with the stack's consumer settings, and two stand-in programs:
     one exits as the circuit breaker does (exit 3 after a while, its reason logged as an ERROR),
     one crashes (exit 4). Only the crash is restarted."""
-    stack = stack_module()
+    stack = native_stack
     consumer = stack.consumer_programs()[0]
     supervisor = stack.Supervisor(tmp_path, stack.SUPERVISOR.venv, tmp_path / "run", tmp_path / "logs")
     (tmp_path / "run").mkdir()
