@@ -206,8 +206,9 @@ class PostgresSink(SinkTask):
             conn.rollback()
         except psycopg2.Error as exc:
             raise self._fail(exc, "reading kafka_offsets") from exc
-        stored = {TopicPartition(t, p): int(o) for t, p, o, _ in rows}
+        stored: dict[TopicPartition, int] = {}
         for t, p, o, old_id in rows:
+            stored[TopicPartition(t, p)] = int(o)
             new_id = self.topic_ids.get(t)
             if old_id is not None and new_id is not None and old_id != new_id:
                 log.warning(

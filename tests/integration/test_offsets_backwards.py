@@ -33,6 +33,20 @@ def recreate(kafka_servers: str, topic: str) -> None:
         admin.close()
 
 
+def twenty_stored(
+    sink: str, kit: Any, make_topic: Any, producer: Any, run_consumer: Any, make_store: Any, key_prefix: str
+) -> tuple[str, Any, Any]:
+    """A one-partition topic with 20 records (keys <prefix>old0..19) that the sink stored; the
+    consumer is stopped cleanly, its position after them."""
+    topic = make_topic(partitions=1)
+    store = make_store(sink, topic, key_prefix)
+    consumer = run_consumer(sink, topics=topic, **store.env)
+    producer(topic, [kit.product(f"{key_prefix}old{i}", i) for i in range(20)])
+    kit.eventually("the first 20 stored", lambda: len(store.records()) == 20)
+    assert consumer.stop() == 0
+    return topic, store, consumer
+
+
 @pytest.mark.parametrize("new_records", [5, 25])  # fewer than the old position, and more
 @pytest.mark.parametrize("sink", ["postgres", "opensearch", "hdfs"])
 def test_a_re_created_topic_is_read_from_its_start_and_says_so(
@@ -46,13 +60,9 @@ def test_a_re_created_topic_is_read_from_its_start_and_says_so(
     key_prefix: str,
     kafka_servers: str,
 ) -> None:
-    topic = make_topic(partitions=1)
-    store = make_store(sink, topic, key_prefix)
-    consumer = run_consumer(sink, topics=topic, **store.env)
+    fixtures = (kit, make_topic, producer, run_consumer, make_store, key_prefix)
+    topic, store, consumer = twenty_stored(sink, *fixtures)
     old = {f"{key_prefix}old{i}" for i in range(20)}
-    producer(topic, [kit.product(key, i) for i, key in enumerate(sorted(old))])
-    kit.eventually("the first 20 stored", lambda: len(store.records()) == 20)
-    assert consumer.stop() == 0
 
     recreate(kafka_servers, topic)
     new = {f"{key_prefix}new{i}" for i in range(new_records)}
@@ -82,12 +92,8 @@ def test_offsets_stored_without_a_topic_id_that_go_backwards_stop_the_consumer_w
 ) -> None:
     """Positions written before topic ids were kept (or a log truncated under the same id): the
     consumer cannot tell a new log from a lost one, so it stops rather than skip anything."""
-    topic = make_topic(partitions=1)
-    store = make_store(sink, topic, key_prefix)
-    consumer = run_consumer(sink, topics=topic, **store.env)
-    producer(topic, [kit.product(f"{key_prefix}old{i}", i) for i in range(20)])
-    kit.eventually("the first 20 stored", lambda: len(store.records()) == 20)
-    assert consumer.stop() == 0
+    fixtures = (kit, make_topic, producer, run_consumer, make_store, key_prefix)
+    topic, store, consumer = twenty_stored(sink, *fixtures)
     if sink == "postgres":  # as an older version of the sink left them
         with pg.cursor() as cur:
             cur.execute("UPDATE kafka_offsets SET topic_id = NULL WHERE topic = %s", (topic,))
