@@ -190,7 +190,17 @@ class WebHdfs:
         self.op("DELETE", path, "DELETE", recursive="true")
 
     def files(self, root: str, topic: str) -> dict[str, bytes]:
-        """Every committed file of a topic: path -> content."""
+        """Every committed file of a topic: path -> content. A consumer may rename a file between
+        the listing and the read (a re-created topic's old files go aside): then list again."""
+        for _ in range(5):
+            try:
+                return self._files(root, topic)
+            except requests.HTTPError as exc:
+                if exc.response is None or exc.response.status_code != 404:
+                    raise
+        return self._files(root, topic)
+
+    def _files(self, root: str, topic: str) -> dict[str, bytes]:
         out: dict[str, bytes] = {}
         for day in self.list(f"{root}/{topic}"):
             if day["type"] != "DIRECTORY":
