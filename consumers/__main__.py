@@ -24,8 +24,11 @@ STORE_ENV = """store and Kafka settings (required unless a default is shown):
   WEBHDFS_URL HDFS_USER              e.g. http://127.0.0.1:9870 crawlstore         (hdfs)"""
 
 
-def build_sink(config: RuntimeConfig) -> SinkTask:
-    """The sink named by the command line, with its store settings from the environment."""
+def build_sink(config: RuntimeConfig, guest: str | None = None) -> SinkTask:
+    """The sink named by the command line, with its store settings from the environment.
+
+    `guest` names a writer of past offsets beside the consumer (a DLQ replay): the HDFS sink then
+    stages apart and claims no partition (consumers.hdfs_claims)."""
     if config.sink == "postgres":
         from consumers.postgres import PostgresSink
         from crawlstore.settings import PostgresSettings
@@ -40,7 +43,7 @@ def build_sink(config: RuntimeConfig) -> SinkTask:
     from consumers.hdfs import HdfsSink
     from crawlstore.settings import HdfsSettings
 
-    return HdfsSink(HdfsSettings(), config.settings.hdfs_root, config.settings.hdfs_datanode_url)
+    return HdfsSink(HdfsSettings(), config.settings.hdfs_root, config.settings.hdfs_datanode_url, guest=guest)
 
 
 def env_help() -> str:

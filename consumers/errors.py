@@ -4,13 +4,27 @@
   backs off and retries the whole batch; such records are never dead-lettered.
 - StoreRejected: the store refused one record and no retry can fix it: that record goes to the DLQ.
 - FatalError: something systemic (schema missing, permissions, misconfiguration): stop, non-zero exit.
+- Fenced: the store says another consumer has taken over partitions since this one opened them:
+  the runtime drops what it holds of them and opens them again (the store decides from where).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from kafka.structs import TopicPartition
+
 
 class TransientError(Exception):
     """Retry later: the store or Kafka did not answer, timed out, or asked us to slow down."""
+
+
+class Fenced(TransientError):
+    """Another consumer claimed these partitions in the store after this one opened them."""
+
+    def __init__(self, partitions: Iterable[TopicPartition], message: str) -> None:
+        super().__init__(message)
+        self.partitions = frozenset(partitions)
 
 
 class StoreRejected(Exception):

@@ -22,7 +22,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from consumers.batching import Batch, Rejection
 from consumers.breaker import DeadLetterBreaker
 from consumers.deadletters import DeadLetterProducer
-from consumers.errors import CircuitOpen, TransientError
+from consumers.errors import CircuitOpen, Fenced, TransientError
 from consumers.kafka_config import producer_config
 from consumers.metrics import ConsumerMetrics
 from consumers.retry import Backoff
@@ -66,6 +66,11 @@ class BatchFlushing:
         raise NotImplementedError
 
     def _resume(self) -> None:
+        raise NotImplementedError
+
+    def _reopen(self, fenced: Fenced, batch: Batch) -> None:
+        """Drop what this consumer holds of fenced partitions (`batch` and the one filling) and open
+        them again."""
         raise NotImplementedError
 
     def _tick(self, now: float, force: bool = False) -> None:
@@ -166,7 +171,8 @@ class BatchFlushing:
         """
         if not patient:
             log.warning(
-                "%s: %d records of %s not written: %s",
+                "%s%s: %d records of %s not written: %s",
+                "FENCED: " if isinstance(error, Fenced) else "",
                 self.sink.name,
                 len(batch),
                 describe(batch.ranges),
@@ -178,6 +184,10 @@ class BatchFlushing:
         self._retrying, self._pending = True, batch
         try:
             while True:
+                if isinstance(error, Fenced):
+                    self._reopen(error, batch)
+                    if not len(batch):
+                        return True
                 delay = backoff.next_delay()
                 self.metrics.add(retries=1)
                 self.metrics.set_state("retrying", f"{type(error).__name__}: {str(error)[:200]}")

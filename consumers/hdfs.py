@@ -9,6 +9,13 @@ truth: on assignment the next offset of each partition is "last + 1" of its newe
 crash between a rename and the Kafka commit re-reads nothing that is already in a file, and a
 crash before the rename leaves only a temp file, deleted when the partition is opened again.
 
+Opening a partition claims it first (consumers.hdfs_claims): a consumer that lost the partition
+while frozen can then no longer upload or rename anything for it (Fenced), and the new owner
+reads the files after the last rename the old one made. Overlapping files (left by a version
+without claims, or copied in by hand) are resolved before the next offset is read from the names:
+a file within earlier ones is deleted, one that starts inside them is cut (consumers.hdfs_files
+`overlaps`), so each offset is in one file.
+
 Kafka's committed offset counts too, as a floor: it is only ever committed after the renames,
 and it is ahead of the files when a batch's last records were all dead-lettered (no file holds
 them). Each line (row) is the item plus `kafka` lineage (topic, partition, offset, timestamp).
@@ -31,13 +38,16 @@ from kafka.structs import TopicPartition
 
 from consumers import parquet
 from consumers.batching import Batch, Decoded, Rejection
-from consumers.errors import FatalError, StoreRejected, TransientError
+from consumers.errors import FatalError, Fenced, StoreRejected, TransientError
+from consumers.hdfs_claims import claim, guest_folder
 from consumers.hdfs_files import (
     CommittedFile,
     Layout,
+    Overlap,
     Run,
     aside_name,
     next_offset,
+    overlaps,
     parse_file_name,
     safe_root,
     safe_segment,
@@ -52,6 +62,10 @@ from crawlstore.dlq import STAGE_SINK
 from crawlstore.settings import HdfsSettings
 
 log = logging.getLogger(__name__)
+
+
+def describe_tp(tp: TopicPartition) -> str:
+    return f"{tp.topic}[{tp.partition}]"
 
 
 def record_day(decoded: Decoded) -> date:
@@ -75,8 +89,12 @@ class HdfsSink(SinkTask):
         uploads: int = 4,
         *,
         config: Config | None = None,
+        guest: str | None = None,
     ) -> None:
         self.root = safe_root(root)
+        # A guest (the DLQ replay) writes past offsets beside the owner: it claims nothing.
+        self.guest = safe_segment(guest) if guest is not None else None
+        self.staging: dict[TopicPartition, str] = {}  # where each opened partition's uploads go
         self.config = config or current()
         self._layouts: dict[str, Layout] = {}
         self.fs = client or WebHdfs(settings.webhdfs_url, settings.user, datanode_url)
@@ -87,7 +105,7 @@ class HdfsSink(SinkTask):
         self._pool = ThreadPoolExecutor(max_workers=uploads, thread_name_prefix="hdfs-upload")
 
     def start(self) -> None:
-        self.fs.mkdirs(self.root)
+        self._mkdirs(self.root)
         log.info("hdfs sink ready: committed files under %s", self.root)
 
     def layout(self, topic: str) -> Layout:
@@ -153,14 +171,22 @@ class HdfsSink(SinkTask):
             except ValueError as exc:
                 raise FatalError(f"topic {tp.topic!r} cannot be a directory name: {exc}") from exc
         for topic, tps in by_topic.items():
-            files = list(self.committed_files(topic).values())
             for tp in tps:
-                # Leftovers of a crash between write and rename: never committed, never counted.
-                self.fs.delete(temp_dir(self.root, topic, tp.partition), recursive=True)
+                # Claiming deletes what earlier owners staged: never committed, never counted.
+                base = temp_dir(self.root, topic, tp.partition)
+                guest = self.guest
+                self.staging[tp] = guest_folder(self.fs, base, guest) if guest else claim(self.fs, tp, base)
+            if self.guest is not None:
+                continue  # a guest writes what the caller says, and leaves the committed files be
+            listed = self.committed_files(topic)
+            for tp in tps:
                 new_id = (topic_ids or {}).get(tp.topic)
                 if new_id is not None and self._topic_id(tp, new_id):
                     start[tp] = self.next[tp] = 0
                     continue
+                files = self._resolve_overlaps(
+                    tp, {path: f for path, f in listed.items() if f.partition == tp.partition}
+                ).values()
                 from_files = next_offset(files, topic, tp.partition)
                 known = [o for o in (from_files, committed.get(tp)) if o is not None]
                 if known:
@@ -171,11 +197,59 @@ class HdfsSink(SinkTask):
                     "%s[%d]: %d committed files, next offset from files %s, Kafka %s",
                     topic,
                     tp.partition,
-                    sum(1 for f in files if f.partition == tp.partition),
+                    len(files),
                     from_files,
                     committed.get(tp),
                 )
         return start
+
+    def _resolve_overlaps(
+        self, tp: TopicPartition, files: dict[str, CommittedFile]
+    ) -> dict[str, CommittedFile]:
+        """Make the partition's files account for each offset once (see `overlaps`); the files after."""
+        for fix in overlaps(files):
+            del files[fix.path]
+            if fix.keep_from is None:
+                self.fs.delete(fix.path)
+                log.warning("OVERLAP: %s holds only offsets earlier files hold: deleted", fix.path)
+                continue
+            target = self._cut(tp, fix)
+            files[target] = CommittedFile(
+                tp.topic, tp.partition, fix.keep_from, fix.file.last, fix.file.format
+            )
+        return files
+
+    def _cut(self, tp: TopicPartition, fix: Overlap) -> str:
+        """Rewrite the file without the offsets below keep_from, under the name saying so; then
+        delete the original (a crash in between leaves both: the next open deletes the original)."""
+        assert fix.keep_from is not None
+        content = self.fs.read(fix.path)
+        if fix.file.format == "parquet":
+            kept = parquet.without_offsets_below(content, fix.keep_from)
+        else:
+            lines = content.splitlines(keepends=True)
+            kept = b"".join(line for line in lines if json.loads(line)["kafka"]["offset"] >= fix.keep_from)
+        temp = f"{self.staging[tp]}/{uuid.uuid4().hex}.{fix.file.format}"
+        self._create(tp, temp, kept)
+        target = fix.trimmed_path()
+        if not self.fs.rename(temp, target):
+            raise TransientError(f"rename {temp} -> {target} failed")
+        self.fs.delete(fix.path)
+        log.warning(
+            "OVERLAP: %s shares offsets %d-%d with earlier files: rewritten as %s",
+            fix.path,
+            fix.file.first,
+            fix.keep_from - 1,
+            target,
+        )
+        return target
+
+    def _create(self, tp: TopicPartition, temp: str, content: bytes) -> None:
+        """Upload into the partition's staging folder, never re-creating it: gone means fenced."""
+        try:
+            self.fs.create(temp, content, create_parent=self.guest is not None)
+        except FileNotFoundError as exc:
+            raise Fenced([tp], f"{describe_tp(tp)}: the staging folder is gone: {exc}") from exc
 
     def _topic_id(self, tp: TopicPartition, new_id: str) -> bool:
         """Keep the partition's topic id in `<root>/+topics/<topic>/<partition>`; True when it was
@@ -224,8 +298,10 @@ class HdfsSink(SinkTask):
             for run in split_runs(entries, span.first, span.last):
                 if run.last < self.next.get(tp, 0):
                     continue  # renamed by an earlier attempt of this very batch
+                if tp not in self.staging:
+                    raise Fenced([tp], f"{describe_tp(tp)} is not open in the HDFS sink")
                 committed = CommittedFile(tp.topic, tp.partition, run.first, run.last, layout.format)
-                temp = f"{temp_dir(self.root, tp.topic, tp.partition)}/{uuid.uuid4().hex}.{layout.format}"
+                temp = f"{self.staging[tp]}/{uuid.uuid4().hex}.{layout.format}"
                 uploads.append((tp, run, temp, layout.final_path(run.day, committed)))
         # Uploads are independent (only the renames are ordered), and each WebHDFS CREATE waits
         # on the NameNode for a while: run them side by side.
@@ -282,23 +358,27 @@ class HdfsSink(SinkTask):
     def _upload(self, tp: TopicPartition, run: Run, temp: str) -> None:
         schema = self._schemas.get(tp)
         content = parquet.encode(run.lines, schema) if schema is not None else b"".join(run.lines)
-        self.fs.create(temp, content)
+        self._create(tp, temp, content)
 
     def flush(self, batch: Batch) -> None:
         for tp, run, temp, final in self._staged:
             parent = posixpath.dirname(final)
             if parent not in self._dirs:
-                self.fs.mkdirs(parent)
+                self._mkdirs(parent)
                 self._dirs.add(parent)
             if not self.fs.rename(temp, final):
-                if not self.fs.exists(final):
-                    # Our temp file is gone (someone opened the partition and cleaned its temp
-                    # folder): write the batch again; the runs renamed so far are remembered.
-                    raise TransientError(f"rename {temp} -> {final} failed: the temp file is gone")
-                # The same offsets are already committed (our own rename whose answer got lost,
-                # or a former owner's): same partition and offsets, same records. Keep one.
-                log.warning("%s exists already; dropping the duplicate temp file", final)
-                self.fs.delete(temp)
+                if self.fs.exists(final):
+                    # The same offsets are committed already (our own rename whose answer got
+                    # lost): same partition and offsets, same records. Keep one.
+                    log.warning("%s exists already; dropping the duplicate temp file", final)
+                    self.fs.delete(temp)
+                elif self.fs.exists(temp):
+                    self._dirs.discard(parent)  # someone deleted the day folder: make it again
+                    raise TransientError(f"rename {temp} -> {final} failed: {parent} is gone")
+                else:
+                    # Another consumer claimed the partition and deleted our staging folder: it
+                    # resumes after our last rename. The runs renamed so far are committed.
+                    raise Fenced([tp], f"{describe_tp(tp)}: {temp} is gone, the partition was claimed")
             self.next[tp] = run.last + 1
         for tp, nxt in batch.next_offsets().items():
             self.next[tp] = max(self.next.get(tp, 0), nxt)
@@ -312,10 +392,17 @@ class HdfsSink(SinkTask):
             except Exception as exc:  # best effort: open() deletes leftovers anyway
                 log.debug("could not delete %s: %r", temp, exc)
 
+    def _mkdirs(self, path: str) -> None:
+        try:
+            self.fs.mkdirs(path)
+        except FileExistsError as exc:
+            raise FatalError(f"cannot make the folder {path}: a file is in the way ({exc})") from exc
+
     def close(self, partitions: Collection[TopicPartition]) -> None:
         self.abort()
         for tp in partitions:
             self.next.pop(tp, None)
+            self.staging.pop(tp, None)
 
     def stop(self) -> None:
         self.abort()

@@ -15,7 +15,7 @@ else is a number or a date we formatted. Field values of the items never become 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -113,6 +113,46 @@ class Layout:
 
 def temp_dir(root: str, topic: str, partition: int) -> str:
     return f"{safe_root(root)}/{TMP}/{safe_segment(topic)}/{int(partition)}"
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """A committed file that shares offsets with an earlier one: delete it (keep_from None, all its
+    offsets are in earlier files) or rewrite it as keep_from..last under that name."""
+
+    path: str
+    file: CommittedFile
+    keep_from: int | None
+
+    def trimmed_path(self) -> str:
+        assert self.keep_from is not None
+        f = self.file
+        name = CommittedFile(f.topic, f.partition, self.keep_from, f.last, f.format).name
+        return f"{self.path.rsplit('/', 1)[0]}/{name}"
+
+
+def overlaps(files: Mapping[str, CommittedFile]) -> list[Overlap]:
+    """What makes one partition's committed files account for each offset once.
+
+    Files are taken by first offset: one whose range lies within what the files before it cover
+    is deleted, one that starts inside it is cut to start after it. A cut whose result exists
+    already (an earlier resolution stopped between writing it and deleting the original) deletes
+    the original instead. Overlapping files read the same log, so either copy of an offset is it.
+    """
+    fixes: list[Overlap] = []
+    ranges = {(f.first, f.last) for f in files.values()}
+    covered = -1
+    for path, f in sorted(files.items(), key=lambda pf: (pf[1].first, pf[1].last, pf[0])):
+        if f.last <= covered:
+            fixes.append(Overlap(path, f, None))
+            continue
+        if f.first <= covered:
+            if (covered + 1, f.last) in ranges:
+                fixes.append(Overlap(path, f, None))
+                continue
+            fixes.append(Overlap(path, f, covered + 1))
+        covered = f.last
+    return fixes
 
 
 def topic_id_path(root: str, topic: str, partition: int) -> str:

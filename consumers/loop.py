@@ -22,8 +22,8 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
-from consumers.batching import BatchPolicy, Decoded, decode, to_record
-from consumers.errors import FatalError, TransientError
+from consumers.batching import Batch, BatchPolicy, Decoded, decode, to_record
+from consumers.errors import FatalError, Fenced, TransientError
 from consumers.flushing import BatchFlushing, describe
 from consumers.kafka_config import topic_ids
 from consumers.settings import RuntimeConfig
@@ -223,6 +223,30 @@ class SinkLoop(BatchFlushing):
             self.pending_open -= revoked
             for tp in revoked:
                 self.durable_next.pop(tp, None)
+
+    def _reopen(self, fenced: Fenced, batch: Batch) -> None:
+        """The store says another consumer claimed these partitions after this one opened them
+        (this one was frozen past its session timeout, say). Whatever is held of them is dropped
+        unwritten, and those still assigned are opened again: claimed anew, resumed where the
+        store says the other consumer stopped."""
+        assert self.consumer is not None
+        tps = set(fenced.partitions)
+        dropped = batch.drop_partitions(tps) + self.batch.drop_partitions(tps)
+        self.sink.close(tps & self.opened)
+        self.opened -= tps
+        for tp in tps:
+            self.durable_next.pop(tp, None)
+        again = tps & set(self.consumer.assignment())
+        if again:
+            self.consumer.pause(*again)
+            self.pending_open |= again
+        log.warning(
+            "FENCED: %s. %d records of %s dropped unwritten; %s",
+            fenced,
+            dropped,
+            describe(tps),
+            f"opening {describe(again)} again" if again else "no longer assigned here",
+        )
 
     def _ensure_twins(self, topics: set[str]) -> None:
         """A topic joined by pattern that no source declares may lack its `-dlq` twins (init creates

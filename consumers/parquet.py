@@ -111,3 +111,14 @@ def lineage(content: bytes) -> list[dict[str, Any]]:
     table = pq.read_table(io.BytesIO(content), columns=["kafka"])
     lineages: list[dict[str, Any]] = table.column("kafka").to_pylist()
     return lineages
+
+
+def without_offsets_below(content: bytes, first: int) -> bytes:
+    """The same Parquet file (schema and metadata kept) without its rows of offsets below `first`."""
+    import pyarrow.compute as pc
+
+    table = pq.read_table(io.BytesIO(content))
+    offsets = pc.struct_field(table.column("kafka"), "offset")
+    out = io.BytesIO()
+    pq.write_table(table.filter(pc.greater_equal(offsets, first)), out, compression="zstd")
+    return out.getvalue()

@@ -75,7 +75,7 @@ class WebHdfs:
         raise self._error(response, what)
 
     @staticmethod
-    def _error(response: requests.Response, what: str) -> TransientError | FatalError | FileNotFoundError:
+    def _error(response: requests.Response, what: str) -> TransientError | FatalError | OSError:
         try:
             remote = response.json().get("RemoteException", {})
         except ValueError:
@@ -85,6 +85,8 @@ class WebHdfs:
         message = f"WebHDFS {what}: HTTP {response.status_code} {name}: {detail}"
         if name == "FileNotFoundException" or (response.status_code == 404 and not name):
             return FileNotFoundError(message)
+        if name == "FileAlreadyExistsException":
+            return FileExistsError(message)
         if name in PERMANENT:
             return FatalError(message)
         return TransientError(message)
@@ -96,8 +98,17 @@ class WebHdfs:
             location = urlunsplit((self.datanode.scheme, self.datanode.netloc, parts.path, parts.query, ""))
         return location
 
-    def create(self, path: str, data: bytes) -> None:
-        first = self._call("PUT", path, "CREATE", ok=(307,), overwrite="true")
+    def create(self, path: str, data: bytes, *, overwrite: bool = True, create_parent: bool = True) -> None:
+        """Write a whole file. Not overwriting: FileExistsError when it exists. Not creating the
+        parent: FileNotFoundError when the directory is gone (what fences the HDFS sink's uploads)."""
+        first = self._call(
+            "PUT",
+            path,
+            "CREATE",
+            ok=(307,),
+            overwrite=str(overwrite).lower(),
+            createparent=str(create_parent).lower(),
+        )
         second = self._request(
             "PUT",
             self._datanode_location(first),

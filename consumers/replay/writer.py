@@ -4,6 +4,7 @@ consumers' one write step, transient errors retried (bounded: a run that cannot 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Collection
 from dataclasses import replace
@@ -64,12 +65,11 @@ class SinkWriter:
             self.started = True
         if tp in self.opened:
             return
-        # open() lets the sink take the partition over (HDFS deletes what a killed replay left in
-        # its temp folder); its resume offset does not apply to a replay, which writes DLQ offsets
-        # out of order across runs, so close() makes the sink forget it (the HDFS sink would
-        # otherwise skip every offset below its newest file). The ledger decides what to write.
+        # open() prepares the partition (HDFS, as a guest: empties what a killed replay left in
+        # its staging folder, and neither claims the partition nor reads a resume offset). The
+        # offsets it returns do not apply to a replay, which writes DLQ offsets out of order
+        # across runs: the ledger decides what to write.
         self._retrying("open", lambda: self.sink.open([tp], {}))
-        self.sink.close([tp])
         self.opened.add(tp)
 
     def already_stored(self, tp: TopicPartition, offsets: Collection[int]) -> set[int]:
@@ -95,4 +95,5 @@ def build_replay_sink(connector: str, group: str) -> SinkTask:
     from consumers.__main__ import build_sink
     from consumers.settings import ConsumerSettings, resolve
 
-    return build_sink(replace(resolve(connector, ConsumerSettings()), group=group))
+    guest = re.sub(r"[^A-Za-z0-9._-]", "_", group)[:200]
+    return build_sink(replace(resolve(connector, ConsumerSettings()), group=group), guest=guest)

@@ -60,7 +60,11 @@ def test_lands_one_line_per_record_in_offset_named_files_and_a_redelivery_change
         assert all(b[0] == a[1] + 1 for a, b in itertools.pairwise(ranges))
     day = sent[0].item.crawled_at.date().isoformat()
     assert all(f"/{topic}/dt={day}/" in path for path in files)
-    assert webhdfs.list(f"{hdfs_root}/+tmp/{topic}/0") == []  # no temp file left behind
+    # No temp file left behind: partition 0's staging area holds its claim and an empty folder.
+    staging = {e["pathSuffix"]: e["type"] for e in webhdfs.list(f"{hdfs_root}/+tmp/{topic}/0")}
+    (claim,) = [name for name, kind in staging.items() if kind == "FILE"]
+    assert claim.endswith(".claim") and staging == {claim: "FILE", claim.removesuffix(".claim"): "DIRECTORY"}
+    assert webhdfs.list(f"{hdfs_root}/+tmp/{topic}/0/{claim.removesuffix('.claim')}") == []
     assert consumer.stop() == 0
 
     # A new group (nothing committed in Kafka) resumes from the file names: nothing is rewritten.

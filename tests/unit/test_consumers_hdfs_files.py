@@ -10,8 +10,10 @@ import pytest
 from consumers.hdfs_files import (
     CommittedFile,
     Layout,
+    Overlap,
     UnsafePath,
     next_offset,
+    overlaps,
     parse_file_name,
     safe_root,
     safe_segment,
@@ -132,3 +134,57 @@ def test_interleaved_days_make_contiguous_runs_in_offset_order() -> None:
 
 def test_a_batch_of_dead_letters_only_makes_no_file() -> None:
     assert split_runs([], 0, 10) == []
+
+
+def _files(*ranges: tuple[int, int]) -> dict[str, CommittedFile]:
+    files = [CommittedFile("t", 0, a, b) for a, b in ranges]
+    return {f"/r/t/dt=2026-01-0{1 + i % 3}/{f.name}": f for i, f in enumerate(files)}
+
+
+def _covered(files: dict[str, CommittedFile], fixes: list[Overlap]) -> list[tuple[int, int]]:
+    """The ranges after the fixes are applied."""
+    after = dict(files)
+    for fix in fixes:
+        del after[fix.path]
+        if fix.keep_from is not None:
+            after[fix.trimmed_path()] = CommittedFile("t", 0, fix.keep_from, fix.file.last)
+    return sorted((f.first, f.last) for f in after.values())
+
+
+def test_contiguous_files_have_no_overlap() -> None:
+    assert overlaps(_files((0, 99), (100, 149), (150, 400))) == []
+
+
+@pytest.mark.parametrize(
+    ("ranges", "after"),
+    [
+        # a frozen owner's file beside the new owner's: cut to what it adds
+        ([(0, 99), (50, 149)], [(0, 99), (100, 149)]),
+        # within an earlier file: deleted
+        ([(0, 199), (50, 149)], [(0, 199)]),
+        # the same range twice (two day folders): one kept
+        ([(0, 99), (0, 99)], [(0, 99)]),
+        # same first offset: the shorter is kept, the longer cut
+        ([(0, 99), (0, 199), (200, 250)], [(0, 99), (100, 199), (200, 250)]),
+        # a chain: each cut after everything before it
+        ([(0, 99), (90, 120), (110, 300), (301, 310)], [(0, 99), (100, 120), (121, 300), (301, 310)]),
+        # a cut that an interrupted resolution already wrote: the original is deleted, the cut kept
+        ([(0, 99), (50, 149), (100, 149)], [(0, 99), (100, 149)]),
+    ],
+)
+def test_overlaps_leave_each_offset_in_one_file(
+    ranges: list[tuple[int, int]], after: list[tuple[int, int]]
+) -> None:
+    files = _files(*ranges)
+    fixes = overlaps(files)
+    assert _covered(files, fixes) == after
+    # Resolving again finds nothing: the result is stable.
+    resolved = {f"/r/{a}-{b}": CommittedFile("t", 0, a, b) for a, b in after}
+    assert overlaps(resolved) == []
+
+
+def test_a_cut_file_keeps_its_folder_and_says_its_new_range() -> None:
+    files = _files((0, 99), (50, 149))
+    (fix,) = overlaps(files)
+    assert fix.keep_from == 100
+    assert fix.trimmed_path() == "/r/t/dt=2026-01-02/t+0+0000000100+0000000149.jsonl"
