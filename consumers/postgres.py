@@ -3,7 +3,10 @@
 Exactly-once landing: put() upserts the batch inside an open transaction, flush() writes the
 batch's next offsets to kafka_offsets and commits, so rows and offsets land together or not at
 all. On assignment the consumer seeks to kafka_offsets (the source of truth; Kafka's committed
-offsets only serve lag monitoring). The stale-write guard (`WHERE (crawled_at, kafka_offset) >
+offsets only serve lag monitoring). Fencing: opening a partition takes the next `owner_epoch` of
+its kafka_offsets row, and a flush updates the row only under the epoch it opened with; a consumer
+that lost the partition meanwhile (frozen past its session) finds another epoch, rolls back and is
+Fenced. The stale-write guard (`WHERE (crawled_at, kafka_offset) >
 ...`) makes a replayed or older record a no-op, so a crash between commit and anything after it
 only causes harmless re-reads.
 
@@ -33,7 +36,7 @@ from psycopg2.extensions import cursor as PgCursor
 from psycopg2.extras import execute_values
 
 from consumers.batching import Batch, Decoded, Rejection
-from consumers.errors import FatalError, StoreRejected, TransientError
+from consumers.errors import FatalError, Fenced, StoreRejected, TransientError
 from consumers.postgres_schema import TableSpec, prepare_tables
 from consumers.sink import SinkTask
 from crawlstore.config import KindSpec, current
@@ -53,13 +56,17 @@ class Statement:
 
 
 UPSERT_OFFSETS = (
-    "INSERT INTO kafka_offsets (consumer_group, topic, kafka_partition, next_offset, topic_id) VALUES %s "
-    "ON CONFLICT (consumer_group, topic, kafka_partition) "
-    "DO UPDATE SET next_offset = EXCLUDED.next_offset, topic_id = EXCLUDED.topic_id, updated_at = now()"
+    "INSERT INTO kafka_offsets AS o "
+    "(consumer_group, topic, kafka_partition, next_offset, topic_id, owner_epoch) "
+    "VALUES %s ON CONFLICT (consumer_group, topic, kafka_partition) "
+    "DO UPDATE SET next_offset = EXCLUDED.next_offset, topic_id = EXCLUDED.topic_id, updated_at = now() "
+    "WHERE o.owner_epoch = EXCLUDED.owner_epoch RETURNING topic, kafka_partition"
 )
-SELECT_OFFSETS = (
-    "SELECT topic, kafka_partition, next_offset, topic_id FROM kafka_offsets "
-    "WHERE consumer_group = %s AND (topic, kafka_partition) IN (SELECT * FROM unnest(%s::text[], %s::int[]))"
+CLAIM_OFFSETS = (
+    "INSERT INTO kafka_offsets AS o (consumer_group, topic, kafka_partition, next_offset, owner_epoch) "
+    "SELECT %s, t, p, NULL, 1 FROM unnest(%s::text[], %s::int[]) AS u(t, p) "
+    "ON CONFLICT (consumer_group, topic, kafka_partition) DO UPDATE SET owner_epoch = o.owner_epoch + 1 "
+    "RETURNING topic, kafka_partition, next_offset, topic_id, owner_epoch"
 )
 
 # Errors of the connection or the server's state: retry. Errors of the statement's data: bisect.
@@ -124,6 +131,7 @@ class PostgresSink(SinkTask):
         self._conn: PgConnection | None = None
         self._staged = False
         self.topic_ids: dict[str, str] = {}  # of the topics opened, stored beside their offsets
+        self.epochs: dict[TopicPartition, int] = {}  # the owner_epoch each opened partition took
 
     # -- connection
 
@@ -134,7 +142,9 @@ class PostgresSink(SinkTask):
                 "application_name": f"crawlstore-{self.name}-sink",
                 "connect_timeout": 5,
                 # A lock or a stuck server must surface as an error we can retry, not a hang.
-                "options": "-c statement_timeout=60000 -c lock_timeout=30000",
+                # A consumer frozen inside a transaction must not hold its row locks for ever.
+                "options": "-c statement_timeout=60000 -c lock_timeout=30000 "
+                "-c idle_in_transaction_session_timeout=60000",
             }
             try:
                 conn = self._connect(**kwargs)
@@ -200,14 +210,17 @@ class PostgresSink(SinkTask):
             conn = self._connection()
             with conn.cursor() as cur:
                 cur.execute(
-                    SELECT_OFFSETS, (self.group, [tp.topic for tp in tps], [tp.partition for tp in tps])
+                    CLAIM_OFFSETS, (self.group, [tp.topic for tp in tps], [tp.partition for tp in tps])
                 )
                 rows = cur.fetchall()
-            conn.rollback()
+            conn.commit()
         except psycopg2.Error as exc:
-            raise self._fail(exc, "reading kafka_offsets") from exc
+            raise self._fail(exc, "claiming kafka_offsets") from exc
         stored: dict[TopicPartition, int] = {}
-        for t, p, o, old_id in rows:
+        for t, p, o, old_id, epoch in rows:
+            self.epochs[TopicPartition(t, p)] = int(epoch)
+            if o is None:
+                continue  # claimed now, nothing stored yet
             stored[TopicPartition(t, p)] = int(o)
             new_id = self.topic_ids.get(t)
             if old_id is not None and new_id is not None and old_id != new_id:
@@ -302,13 +315,23 @@ class PostgresSink(SinkTask):
 
     def flush(self, batch: Batch) -> None:
         conn = self._connection()
+        nexts = batch.next_offsets()
         offsets = [
-            (self.group, tp.topic, tp.partition, nxt, self.topic_ids.get(tp.topic))
-            for tp, nxt in sorted(batch.next_offsets().items())
+            (self.group, tp.topic, tp.partition, nxt, self.topic_ids.get(tp.topic), self.epochs.get(tp, 0))
+            for tp, nxt in sorted(nexts.items())
         ]
         try:
             with conn.cursor() as cur:
-                execute_values(cur, UPSERT_OFFSETS, offsets)
+                kept = {(t, p) for t, p in execute_values(cur, UPSERT_OFFSETS, offsets, fetch=True)}
+            lost = [tp for tp in nexts if (tp.topic, tp.partition) not in kept]
+            if lost:
+                conn.rollback()
+                raise Fenced(
+                    lost,
+                    ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(lost))
+                    + ": opened by another consumer since (its kafka_offsets row has another owner_epoch); "
+                    "nothing of the batch was committed",
+                )
             conn.commit()
         except psycopg2.Error as exc:
             # A commit that failed on the wire may still have happened: the retry is a no-op then.
@@ -326,6 +349,8 @@ class PostgresSink(SinkTask):
 
     def close(self, partitions: Collection[TopicPartition]) -> None:
         self.abort()
+        for tp in partitions:
+            self.epochs.pop(tp, None)
 
     def stop(self) -> None:
         self.abort()

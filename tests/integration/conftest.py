@@ -38,7 +38,7 @@ from kafka.structs import TopicPartition
 
 from crawlstore.config.loader import DEFAULT_DIR
 from crawlstore.items import Item, item_type
-from crawlstore.messages import encode_item
+from crawlstore.messages import Record, encode_item
 from crawlstore.settings import PostgresSettings
 from crawlstore.topics import dlq_topic
 
@@ -288,6 +288,29 @@ def reading(key: str, i: int = 0, crawled_at: datetime | None = None, **fields: 
     }
     values.update(fields)
     return ReadingItem.model_validate(values)
+
+
+def decoded(items: list[Item], topic: str, partition: int, first: int) -> list[Any]:
+    """The items as a consumer decodes them from topic[partition], at offsets first, first + 1, ..."""
+    from consumers.batching import Decoded, decode
+
+    out = []
+    for offset, item in enumerate(items, start=first):
+        m = encode_item(item, topic, "test-run")
+        entry = decode(Record(topic, partition, offset, m.key, m.value, m.timestamp_ms, tuple(m.headers)))
+        assert isinstance(entry, Decoded), entry
+        out.append(entry)
+    return out
+
+
+def batch_of(entries: list[Any]) -> Any:
+    """A consumer's batch of decoded records, for driving a sink directly."""
+    from consumers.batching import Batch
+
+    batch = Batch()
+    for entry in entries:
+        batch.add_item(entry, time.monotonic())
+    return batch
 
 
 @dataclass
@@ -711,6 +734,8 @@ class Kit:
     jsonl_lines = staticmethod(jsonl_lines)
     parquet_rows = staticmethod(parquet_rows)
     parquet_config = staticmethod(parquet_config)
+    decoded = staticmethod(decoded)
+    batch_of = staticmethod(batch_of)
     Sent = Sent
     Store = Store
 

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from kafka.structs import TopicPartition
+
+from consumers.errors import Fenced
+from consumers.postgres import PostgresSink
+from crawlstore.settings import PostgresSettings
 
 pytestmark = pytest.mark.integration
 
@@ -187,3 +193,55 @@ def test_two_consumers_in_one_group_share_partitions_and_land_each_record_once(
         (s.partition, s.offset) for s in sent
     }
     assert second.stop() == 0
+
+
+def test_a_consumer_whose_partition_was_opened_elsewhere_commits_nothing_for_it(
+    kit: Any, pg: Any, key_prefix: str
+) -> None:
+    """Fencing: the partition's kafka_offsets row takes a new owner_epoch on every open, and a flush
+    under an older epoch rolls back. The old owner stalled between its upsert and its commit (frozen
+    past its session timeout, say) while another consumer opened the partition."""
+    topic, group = f"fence.{uuid.uuid4().hex[:8]}", f"test-fence-{uuid.uuid4().hex[:8]}"
+    tp = TopicPartition(topic, 0)
+
+    def products(offsets: range, name: str) -> Any:
+        items = [kit.product(f"{key_prefix}{o}", o, name=f"{name} {o}") for o in offsets]
+        return kit.batch_of(kit.decoded(items, topic, 0, offsets.start))
+
+    old, new = PostgresSink(PostgresSettings(), group), PostgresSink(PostgresSettings(), group)
+    try:
+        old.start()
+        assert old.open([tp], {}) == {}
+        first = products(range(0, 50), "first")
+        old.put(first)
+        old.flush(first)
+        stale = products(range(50, 100), "stale")
+        old.put(stale)  # upserted in its open transaction; now the old owner stalls
+
+        assert new.open([tp], {}) == {tp: 50}
+        with pytest.raises(Fenced) as fenced:
+            old.flush(stale)
+        assert fenced.value.partitions == {tp}
+        old.abort()
+        assert sorted(kit.pg_rows(pg, "products", key_prefix)) == sorted(
+            f"{key_prefix}{o}" for o in range(50)
+        )
+
+        fresh = products(range(50, 120), "fresh")
+        new.put(fresh)
+        new.flush(fresh)
+        rows = kit.pg_rows(pg, "products", key_prefix)
+        assert len(rows) == 120
+        assert {r["name"].split()[0] for k, r in rows.items() if int(k.removeprefix(key_prefix)) >= 50} == {
+            "fresh"
+        }
+        with pg.cursor() as cur:
+            cur.execute(
+                "SELECT next_offset, owner_epoch FROM kafka_offsets WHERE consumer_group = %s", (group,)
+            )
+            assert cur.fetchall() == [(120, 2)]
+    finally:
+        old.stop()
+        new.stop()
+        with pg.cursor() as cur:
+            cur.execute("DELETE FROM kafka_offsets WHERE consumer_group = %s", (group,))

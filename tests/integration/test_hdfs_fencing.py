@@ -26,11 +26,9 @@ import pytest
 import requests
 from kafka.structs import TopicPartition
 
-from consumers.batching import Batch, Decoded, decode
 from consumers.errors import Fenced
 from consumers.hdfs import HdfsSink
 from consumers.hdfs_files import CommittedFile
-from crawlstore.messages import Record, encode_item
 from crawlstore.settings import HdfsSettings
 
 pytestmark = pytest.mark.integration
@@ -45,27 +43,16 @@ def hdfs_root(webhdfs: Any) -> Iterator[str]:
     webhdfs.delete(base)
 
 
-def decoded(kit: Any, partition: int, offsets: range) -> list[Decoded]:
-    out = []
-    for offset in offsets:
-        message = encode_item(kit.product(f"fence-{partition}-{offset}", offset), TOPIC, "fence")
-        record = Record(
-            TOPIC, partition, offset, message.key, message.value, message.timestamp_ms, tuple(message.headers)
-        )
-        entry = decode(record)
-        assert isinstance(entry, Decoded)
-        out.append(entry)
-    return out
+def decoded(kit: Any, partition: int, offsets: range) -> list[Any]:
+    items = [kit.product(f"fence-{partition}-{o}", o) for o in offsets]
+    return list(kit.decoded(items, TOPIC, partition, offsets.start))
 
 
-def batch(kit: Any, partition: int, offsets: range) -> Batch:
-    b = Batch()
-    for d in decoded(kit, partition, offsets):
-        b.add_item(d, time.monotonic())
-    return b
+def batch(kit: Any, partition: int, offsets: range) -> Any:
+    return kit.batch_of(decoded(kit, partition, offsets))
 
 
-def jsonl(d: list[Decoded]) -> bytes:
+def jsonl(d: list[Any]) -> bytes:
     return b"".join(x.document() + b"\n" for x in d)
 
 
