@@ -13,7 +13,10 @@ added or the topic is re-created, the same index is fed from several topics (a b
 and a DLQ replay re-publishes an old item at a new, higher offset; with offset versions each of
 these would let an older item overwrite a newer one. Crawl time is the item's own notion of
 "newer" and the order the PostgreSQL sink's stale-write guard uses, so both stores converge on the
-same version of each item. The offset breaks ties between two crawls in the same millisecond.
+same version of each item. The offset breaks ties between two crawls in the same millisecond,
+with its low 21 bits: those wrap every 2,097,152 offsets, so a refusal by a version of the same
+millisecond is checked against the stored document's full (crawl time, offset) when both records
+come from one partition, and the later record is written above the stored version (`_ties`).
 
 Index templates and mappings are owned here: created on start (idempotent), one index per item
 declared kind (`<prefix><kind>s`), mappings derived from the kind's declaration and strict, so
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -117,11 +121,32 @@ def mapping_for(kind: KindSpec) -> dict[str, Any]:
 INDEX_SETTINGS = {"number_of_shards": 1, "auto_expand_replicas": "0-1", "refresh_interval": "1s"}
 
 
+MAX_VERSION = (1 << 63) - 1
+CONFLICT = re.compile(r"current version \[(\d+)\] is higher or equal to the one provided \[(\d+)\]")
+
+
+def millis(when: datetime) -> int:
+    return (when - EPOCH) // timedelta(milliseconds=1)
+
+
 def external_version(crawled_at: datetime, offset: int) -> int:
-    """A version that orders records by (crawl time in ms, offset); always a valid positive long."""
-    ms = (crawled_at - EPOCH) // timedelta(milliseconds=1)
-    ms = min(max(ms, 0), MAX_MS)
+    """A version that orders records by (crawl time in ms, offset's low bits); a valid positive long."""
+    ms = min(max(millis(crawled_at), 0), MAX_MS)
     return (ms << OFFSET_BITS) | (offset & ((1 << OFFSET_BITS) - 1))
+
+
+def _order(decoded: Decoded) -> tuple[int, int]:
+    return millis(decoded.item.crawled_at), decoded.record.offset
+
+
+def possible_tie(ours: int, reason: str) -> int | None:
+    """The stored version, when a refusal of `ours` may come from the tie-break's wrap: the stored
+    version is of the same millisecond, or of the next one (where a settled tie lifts a version)."""
+    m = CONFLICT.search(reason)
+    if m is None:
+        return None
+    current = int(m[1])
+    return current if 0 <= (current >> OFFSET_BITS) - (ours >> OFFSET_BITS) <= 1 else None
 
 
 def _error_text(error: Any) -> tuple[str, str]:
@@ -325,13 +350,21 @@ class OpenSearchSink(SinkTask):
         if len(results) != len(items):
             raise TransientError(f"bulk answered {len(results)} items for {len(items)} actions")
         retry: list[str] = []
+        ties: list[tuple[Decoded, int]] = []
         missing_index = False
         for decoded, entry in zip(items, results, strict=True):
             result = next(iter(entry.values()))
             status = int(result.get("status", 0))
-            if status in (200, 201, 409):  # 409: this record or a newer one is already there
+            if status in (200, 201):
                 continue
             kind, reason = _error_text(result.get("error"))
+            if status == 409:  # this record or a newer one is already there, unless a tie wrapped
+                stored_version = possible_tie(
+                    external_version(decoded.item.crawled_at, decoded.record.offset), reason
+                )
+                if stored_version is not None:
+                    ties.append((decoded, stored_version))
+                continue
             if status in RETRY_STATUS or status >= 500 or kind in TRANSIENT_ITEM_ERRORS:
                 retry.append(f"{decoded.record.where}: {status} {kind}")
             elif kind == "index_not_found_exception":
@@ -348,11 +381,50 @@ class OpenSearchSink(SinkTask):
                 refused.append(
                     Rejection(decoded.record, StoreRejected(f"opensearch_{kind}", reason[:2000]), STAGE_SINK)
                 )
+        if ties:
+            self._ties(ties)
         if missing_index:
             self.start()  # someone deleted an index: recreate it with our mapping, then retry
         if retry:
             # Documents that did land are 409s next time: retrying the whole batch is safe.
             raise TransientError(f"{len(retry)} documents to retry, e.g. {retry[0]}")
+
+    def _ties(self, ties: list[tuple[Decoded, int]]) -> None:
+        """Records refused by a version of (about) their millisecond: compare each with the stored
+        document in full, (crawl time in ms, offset), when both come from one partition (offsets
+        order nothing else), and write the later record just above the stored version. Of several
+        such records of one document in a batch, the latest is the one to compare."""
+        latest: dict[tuple[str, str], tuple[Decoded, int]] = {}
+        for decoded, stored_version in ties:
+            ref = (self.index_for(decoded.item.kind), decoded.item.key)
+            seen = latest.get(ref)
+            if seen is None or _order(decoded) > _order(seen[0]):
+                latest[ref] = (decoded, max(stored_version, seen[1]) if seen else stored_version)
+        refs = [{"_index": i, "_id": k, "_source": ["crawled_at", "kafka"]} for i, k in latest]
+        try:
+            docs = self.client.mget(body={"docs": refs})["docs"]
+            lines: list[bytes] = []
+            for (decoded, stored_version), doc in zip(latest.values(), docs, strict=True):
+                source = doc.get("_source") or {}
+                lineage = source.get("kafka") or {}
+                record = decoded.record
+                if (lineage.get("topic"), lineage.get("partition")) != (record.topic, record.partition):
+                    continue
+                stored = (millis(datetime.fromisoformat(source["crawled_at"])), int(lineage["offset"]))
+                if _order(decoded) > stored:
+                    index, key = json.dumps(doc["_index"]).encode(), json.dumps(doc["_id"]).encode()
+                    lines += [ACTION % (index, key, min(stored_version + 1, MAX_VERSION)), decoded.document()]
+            if not lines:
+                return
+            response = self.client.bulk(body=b"\n".join([*lines, b""]), params={"filter_path": "errors"})
+        except (OSConnectionError, TransportError) as exc:
+            raise TransientError(f"OpenSearch, settling version ties: {exc}") from exc
+        if response.get("errors"):
+            raise TransientError("a document written to settle a version tie changed meanwhile: retry")
+        log.info(
+            "%d record(s) of the same millisecond as the stored one written past the tie-break",
+            len(lines) // 2,
+        )
 
     def stop(self) -> None:
         self.client.close()

@@ -11,6 +11,9 @@ from typing import Any
 import pytest
 import requests
 
+from consumers.opensearch import OFFSET_BITS, OpenSearchSink
+from crawlstore.settings import OpenSearchSettings
+
 pytestmark = pytest.mark.integration
 
 
@@ -188,3 +191,35 @@ def test_a_closed_index_is_waited_for_and_nothing_is_dead_lettered(
     assert read_topic(f"{topic}-dlq") == []
     assert "index_closed_exception" in consumer.log_text()
     assert consumer.stop() == 0
+
+
+def test_a_later_record_of_the_same_millisecond_wins_across_the_tie_break_wrap(
+    kit: Any, opensearch_url: str, index_prefix: str
+) -> None:
+    """The external version keeps 21 bits of the offset: offset 2,097,152 has a lower version than
+    2,097,151 in the same millisecond. The sink compares such refusals with the stored document in
+    full, so the later record of the partition still wins, and an earlier one still changes nothing."""
+    wrap = 1 << OFFSET_BITS
+    topic, key = "tie.products", "tie-1"
+    when = kit.product(key).crawled_at
+    sink = OpenSearchSink(OpenSearchSettings(), index_prefix)
+
+    def write(first: int, *names: str) -> None:
+        items = [kit.product(key, 0, crawled_at=when, name=name) for name in names]
+        assert sink.put(kit.batch_of(kit.decoded(items, topic, 0, first))) == []
+
+    def stored() -> tuple[str, int]:
+        doc = kit.os_search(opensearch_url, f"{index_prefix}products")[key]
+        return doc["_source"]["name"], doc["_source"]["kafka"]["offset"]
+
+    try:
+        sink.start()
+        for offset in (wrap - 1, wrap, wrap + 5):  # one batch each, same crawl time
+            write(offset, f"at {offset}")
+            assert stored() == (f"at {offset}", offset)
+        write(wrap, "redelivered")  # an earlier record again: no change
+        assert stored() == (f"at {wrap + 5}", wrap + 5)
+        write(2 * wrap - 1, "before the next wrap", "after it")  # both in one bulk request
+        assert stored() == ("after it", 2 * wrap)
+    finally:
+        sink.stop()

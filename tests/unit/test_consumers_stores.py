@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from consumers.batching import Decoded
-from consumers.opensearch import MAX_MS, OFFSET_BITS, external_version
+from consumers.opensearch import MAX_MS, OFFSET_BITS, external_version, possible_tie
 from consumers.postgres import rounds, row_values
 from consumers.postgres_schema import TableSpec
 from crawlstore.config import current
@@ -44,6 +44,23 @@ def test_versions_stay_valid_longs_for_any_crawl_time() -> None:
         v = external_version(when, 2**40)
         assert 0 <= v < 2**63
     assert external_version(datetime(9999, 1, 1, tzinfo=UTC), 0) == MAX_MS << OFFSET_BITS
+
+
+def _conflict(current: int, provided: int) -> str:
+    return f"[k]: version conflict, current version [{current}] is higher or equal to the one provided [{provided}]"
+
+
+def test_a_refusal_by_a_version_of_the_same_or_next_millisecond_is_checked_as_a_possible_tie() -> None:
+    wrap = 1 << OFFSET_BITS
+    before, after = external_version(T0, wrap - 1), external_version(T0, wrap)  # wrapped: after < before
+    assert after < before
+    assert possible_tie(after, _conflict(before, after)) == before
+    lifted = before + 1  # a settled tie lifts the stored version into the next millisecond's range
+    assert possible_tie(external_version(T0, wrap + 5), _conflict(lifted, 0)) == lifted
+    # A record a millisecond or more older, or an error of another kind: the version's verdict stands.
+    older = external_version(T0 - timedelta(milliseconds=2), 7)
+    assert possible_tie(older, _conflict(before, older)) is None
+    assert possible_tie(after, "mapper_parsing_exception") is None
 
 
 def decoded(key: str, offset: int, seconds: int = 0) -> Decoded:
