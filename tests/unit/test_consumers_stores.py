@@ -47,7 +47,10 @@ def test_versions_stay_valid_longs_for_any_crawl_time() -> None:
 
 
 def _conflict(current: int, provided: int) -> str:
-    return f"[k]: version conflict, current version [{current}] is higher or equal to the one provided [{provided}]"
+    return (
+        f"[k]: version conflict, current version [{current}] "
+        f"is higher or equal to the one provided [{provided}]"
+    )
 
 
 def test_a_refusal_by_a_version_of_the_same_or_next_millisecond_is_checked_as_a_possible_tie() -> None:
