@@ -36,24 +36,24 @@ def outage(stack: ModuleType, service: str) -> Iterator[None]:
     triggerer (they exit when their metadata database refuses connections; supervisord restarts
     them, with backoff, until PostgreSQL is back).
     """
-    env = stack.stack_env()
-    ready_before = {svc.name for svc in stack.SERVICES if svc.running() and svc.ready(env)}
+    env = stack.environment.stack_env()
+    ready_before = {svc.name for svc in stack.services.SERVICES if svc.running() and svc.ready(env)}
     try:
         if service == "postgres":
-            assert stack.pg_stop(), "PostgreSQL was not running"
+            assert stack.postgres.pg_stop(), "PostgreSQL was not running"
         else:
-            assert stack.stop_program(service), f"{service} was not running"
+            assert stack.base.stop_program(service), f"{service} was not running"
         yield
     finally:
         restore(stack, ready_before)
 
 
 def restore(stack: ModuleType, ready_before: set[str]) -> None:
-    env = stack.stack_env()
-    for svc in stack.SERVICES:
+    env = stack.environment.stack_env()
+    for svc in stack.services.SERVICES:
         if svc.name not in ready_before or (svc.running() and svc.ready(env)):
             continue
-        alive = [p for p in svc.processes if stack.pid_of(p) is not None]
+        alive = [p for p in svc.processes if stack.base.pid_of(p) is not None]
         if svc.name == "postgres" or not alive:
             # The script's own `up`: starts the service and re-runs the idempotent init.
             done = subprocess.run(

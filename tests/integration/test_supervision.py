@@ -48,9 +48,9 @@ def test_killed_consumers_and_scheduler_are_restarted_and_nothing_is_lost_or_dou
     native_stack: ModuleType,
 ) -> None:
     stack = native_stack
-    before = {name: stack.pid_of(name) for name in KILLED}
+    before = {name: stack.base.pid_of(name) for name in KILLED}
     assert all(before.values()), f"not all supervised: {before}\n{status()}"
-    restarts_before = stack.SUPERVISOR.restarts()
+    restarts_before = stack.base.SUPERVISOR.restarts()
     prefix = f"sv{uuid.uuid4().hex[:10]}-"
     items = [kit.product(f"{prefix}{i}", i) for i in range(RECORDS)]
     sent: list[Any] = []
@@ -69,11 +69,11 @@ def test_killed_consumers_and_scheduler_are_restarted_and_nothing_is_lost_or_dou
     assert len(sent) == RECORDS
 
     def restarted() -> bool:
-        now = {name: stack.pid_of(name) for name in KILLED}
+        now = {name: stack.base.pid_of(name) for name in KILLED}
         return all(now[n] and now[n] != before[n] for n in KILLED)
 
     kit.eventually("every killed process running again under a new PID", restarted, 120)
-    restarts = stack.SUPERVISOR.restarts()
+    restarts = stack.base.SUPERVISOR.restarts()
     for name in KILLED:
         assert restarts.get(name, 0) == restarts_before.get(name, 0) + 1, restarts
     shown = status()
@@ -131,15 +131,17 @@ def test_a_consumer_that_stops_on_purpose_stays_stopped_and_status_says_why(
     one exits as the circuit breaker does (exit 3 after a while, its reason logged as an ERROR),
     one crashes (exit 4). Only the crash is restarted."""
     stack = native_stack
-    consumer = stack.consumer_programs()[0]
-    supervisor = stack.Supervisor(tmp_path, stack.SUPERVISOR.venv, tmp_path / "run", tmp_path / "logs")
+    consumer = stack.services.consumer_programs()[0]
+    supervisor = stack.supervision.Supervisor(
+        tmp_path, stack.base.SUPERVISOR.venv, tmp_path / "run", tmp_path / "logs"
+    )
     (tmp_path / "run").mkdir()
     (tmp_path / "logs").mkdir()
     reason = "CIRCUIT BREAKER OPEN, postgres consumer stops: 1000 dead letters in a row"
 
     def stand_in(name: str, code: int, message: str) -> Any:
         script = f"import sys, time; time.sleep(4); print({message!r}, flush=True); sys.exit({code})"
-        return stack.Program(
+        return stack.supervision.Program(
             name,
             [sys.executable, "-c", script],
             final_exits=consumer.final_exits,

@@ -39,8 +39,8 @@ SINKS = ("postgres", "opensearch", "hdfs")
 def cluster(tmp_path_factory: pytest.TempPathFactory, native_stack: ModuleType) -> Iterator[Any]:
     stack = native_stack
     base = tmp_path_factory.mktemp("kafka3")
-    kafka = stack.KafkaCluster(3, BASE_PORT, base / "data", base / "conf")
-    supervisor = stack.Supervisor(base, stack.SUPERVISOR.venv, base / "run", base / "logs")
+    kafka = stack.kafka.KafkaCluster(3, BASE_PORT, base / "data", base / "conf")
+    supervisor = stack.supervision.Supervisor(base, stack.base.SUPERVISOR.venv, base / "run", base / "logs")
     for d in ("run", "logs"):
         (base / d).mkdir()
     kafka.format(base / "logs" / "format.log")
@@ -144,4 +144,4 @@ def test_switching_a_stack_with_data_to_three_brokers_is_refused_with_what_to_do
     )
     assert done.returncode == 1, done.stdout
     assert "make clean" in done.stderr and "KAFKA_BROKERS=3" in done.stderr, done.stderr
-    assert native_stack.kafka_brokers() == 1  # still the one-broker stack
+    assert native_stack.kafka.kafka_brokers() == 1  # still the one-broker stack

@@ -89,10 +89,11 @@ def native(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NativeStack]:
         spec.loader.exec_module(module)
         state = tmp_path_factory.mktemp("native-state")
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(module, "STATE", state)
-            env = module.stack_env()
-        secret_names = frozenset(module.read_env_file(state / "secrets.env"))
-        settings = module.read_env_file(module.STACK / "native.env")
+            mp.setattr(module.environment, "STATE", state)
+            mp.setattr(module.kafka, "STATE", state)
+            env = module.environment.stack_env()
+        secret_names = frozenset(module.base.read_env_file(state / "secrets.env"))
+        settings = module.base.read_env_file(module.base.STACK / "native.env")
         yield NativeStack(module, env, settings, secret_names)
     finally:
         sys.modules.pop(spec.name, None)
@@ -190,16 +191,16 @@ def settings_env_names(model: type[BaseSettings]) -> dict[str, bool]:
 
 def native_formula(native: NativeStack, settings: dict[str, str], secrets: dict[str, str]) -> dict[str, str]:
     """stack_env() computed from other settings and secrets (e.g. compose's), without touching disk."""
-    native_env_file = native.module.STACK / "native.env"
-    read_env_file = native.module.read_env_file
+    native_env_file = native.module.base.STACK / "native.env"
+    read_env_file = native.module.base.read_env_file
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(
-            native.module,
+            native.module.environment,
             "read_env_file",
             lambda path: dict(settings) if path == native_env_file else read_env_file(path),
         )
-        mp.setattr(native.module, "ensure_secrets", lambda: dict(secrets))
-        return dict(native.module.stack_env())
+        mp.setattr(native.module.environment, "ensure_secrets", lambda: dict(secrets))
+        return dict(native.module.environment.stack_env())
 
 
 def as_value(text: str) -> object:
@@ -256,7 +257,9 @@ def test_host_ports_are_the_native_stacks(services: dict[str, dict[str, Any]], n
     for name, (ports, native_service) in HOST_PORTS.items():
         assert ports <= published_ports(services[name]), f"{name} must publish {sorted(ports)}"
         if native_service is not None:
-            assert ports <= set(native.module.BY_NAME[native_service].ports), f"native {native_service}"
+            assert ports <= set(native.module.services.BY_NAME[native_service].ports), (
+                f"native {native_service}"
+            )
 
 
 def test_native_env_addresses_reach_the_same_services_in_compose(
@@ -352,7 +355,7 @@ def test_airflow_config_is_the_native_formula_applied_to_compose_settings(
         for key, value in expected.items():
             if not key.startswith("AIRFLOW"):
                 continue
-            if value.startswith(str(native.module.ROOT)):  # a location on the native machine
+            if value.startswith(str(native.module.base.ROOT)):  # a location on the native machine
                 if key != "AIRFLOW_HOME":  # the official image sets AIRFLOW_HOME=/opt/airflow
                     assert env.get(key, "").startswith("/opt/airflow/"), f"{name}: {key}={env.get(key)}"
                 continue
@@ -477,7 +480,7 @@ def test_kafka_broker_config_matches_native(
     }
     variables = THREE_BROKERS if nodes == 3 else {}
     assert nodes == 1 or variables["COMPOSE_PROFILES"] == "three-brokers"
-    cluster = native.module.KafkaCluster(nodes, 9092, tmp_path / "data", tmp_path / "conf")
+    cluster = native.module.kafka.KafkaCluster(nodes, 9092, tmp_path / "data", tmp_path / "conf")
     for node, name in enumerate(["kafka", "kafka-2", "kafka-3"][:nodes], start=1):
         env = {k: interpolate(v, variables) for k, v in raw_env(services[name]).items()}
         props = dict(
@@ -497,7 +500,7 @@ def test_kafka_broker_config_matches_native(
         assert [v.split("@")[0] for v in voters] == [str(n) for n in range(1, nodes + 1)]
     if nodes == 3:
         assert variables["KAFKA_BOOTSTRAP_SERVERS"].count(",") == 2
-        assert native.module.KafkaCluster(3, 9092, tmp_path, tmp_path).bootstrap.count(",") == 2
+        assert native.module.kafka.KafkaCluster(3, 9092, tmp_path, tmp_path).bootstrap.count(",") == 2
 
 
 def test_opensearch_config_matches_native(services: dict[str, dict[str, Any]], native: NativeStack) -> None:
@@ -567,7 +570,7 @@ def test_postgres_runs_with_the_native_stacks_server_settings(
     words = argv(services["postgres"]["command"])
     assert words[0] == "postgres"
     assert words[1::2] == ["-c"] * (len(words) // 2)
-    assert dict(w.split("=", 1) for w in words[2::2]) == native.module.PG_SETTINGS
+    assert dict(w.split("=", 1) for w in words[2::2]) == native.module.postgres.PG_SETTINGS
 
 
 def test_images_pin_the_native_stacks_versions(services: dict[str, dict[str, Any]]) -> None:
@@ -586,7 +589,7 @@ def test_dockerfile_extends_the_pinned_airflow_with_the_project(
     services: dict[str, dict[str, Any]], native: NativeStack, secrets_env: dict[str, str]
 ) -> None:
     text = DOCKERFILE.read_text()
-    venv_python = re.search(r'"-p", "(3\.\d+)"', inspect.getsource(native.module.install_python))
+    venv_python = re.search(r'"-p", "(3\.\d+)"', inspect.getsource(native.module.install.install_python))
     assert venv_python, "the native stack's venv Python version"
     python = f"python{venv_python[1]}"
     assert re.search(
