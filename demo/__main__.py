@@ -188,6 +188,7 @@ def report(results: dict[str, Any], lag: dict[str, int], kafka: KafkaSettings) -
             print(f"{t:<28} {sum(counts.values()):>4}  {detail}")
     first, topic = current().kinds[SOURCES[0].kind], SOURCES[0].topic
     table = TableSpec.for_kind(first).table
+    kafka_ui = os.environ.get("KAFKA_UI_URL", "http://127.0.0.1:8088")
     print(f"""
 === Look for yourself ===
 Airflow UI       {os.environ.get("AIRFLOW_API_URL", "http://127.0.0.1:8080")}
@@ -197,6 +198,8 @@ PostgreSQL       set -a; . .stack/env; set +a
                    -c 'SELECT {first.key_field}, kafka_offset, landed_at FROM {table} LIMIT 5'
 OpenSearch       curl '{os_settings.url}/{index_name(INDEX_PREFIX, first.kind)}/_search?size=3&pretty'
 HDFS             {hdfs.webhdfs_url}/explorer.html#{HDFS_ROOT}   (each topic's folder: above)
+Kafka UI         {kafka_ui}   (topics; consumer groups with their lag)
+                 {kafka_ui}/topic/{dlq_topic(topic)}   (its records; Enter, → →: headers)
 Kafka            kcat -b {kafka.bootstrap_servers} -C -t {topic} -o -3 -e -f '%t[%p]@%o %k %h\\n%s\\n'
 Dead letters     kcat -b {kafka.bootstrap_servers} -C -t {dlq_topic(topic)} -e -f '%k\\n%h\\n\\n'
 Consumers        curl http://127.0.0.1:9101/metrics   (9102 opensearch, 9103 hdfs)

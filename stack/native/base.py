@@ -25,6 +25,8 @@ LIB, LOGS, RUN, DATA, CONF = (STATE / d for d in ("lib", "logs", "run", "data", 
 VENV = ROOT / ".venv"
 PY = VENV / "bin" / "python"
 SUPERVISOR = Supervisor(ROOT, STATE / "supervisor", RUN, LOGS)
+KAFKA_UI_VENV = STATE / "kafka-ui"
+CHROMIUM = "/usr/bin/chromium"  # Debian's package, driven by the browser tests
 
 
 def say(msg: str) -> None:

@@ -10,8 +10,10 @@ import time
 from pathlib import Path
 
 from native.base import (
+    CHROMIUM,
     CONF,
     DATA,
+    KAFKA_UI_VENV,
     LIB,
     LOGS,
     PY,
@@ -44,6 +46,8 @@ def install_system() -> None:
         missing.append("openjdk-17-jdk-headless")  # Hadoop 3.4 needs 17, not a newer JDK
     if shutil.which("mvn") is None:
         missing.append("maven")
+    if not Path(CHROMIUM).exists():
+        missing.append("chromium")  # the browser tests drive it (Playwright, no browser download)
     if not missing:
         return
     if os.geteuid() != 0:
@@ -125,6 +129,20 @@ def install_supervisor() -> None:
     SUPERVISOR.mark_installed()
 
 
+def install_kafka_ui() -> None:
+    """kaskade and textual-serve in a virtualenv of their own (the Kafka UI on :8088)."""
+    requirements = STACK / "kafka-ui" / "requirements.txt"
+    stamp = KAFKA_UI_VENV / ".requirements.sha256"
+    if stamp.exists() and stamp.read_text() == file_digest(requirements):
+        return
+    say("installing the Kafka UI (kaskade, served by textual-serve) into .stack/kafka-ui ...")
+    python = KAFKA_UI_VENV / "bin" / "python"
+    if not python.exists():
+        run([uv(), "venv", "-q", "-p", "3.11", str(KAFKA_UI_VENV)], LOGS / "install.log")
+    run([uv(), "pip", "install", "-q", "-p", str(python), "-r", str(requirements)], LOGS / "install.log")
+    stamp.write_text(file_digest(requirements))
+
+
 def install() -> None:
     for d in (LIB, LOGS, RUN, DATA, CONF):
         d.mkdir(parents=True, exist_ok=True)
@@ -132,3 +150,4 @@ def install() -> None:
     install_jars()
     install_python()
     install_supervisor()
+    install_kafka_ui()

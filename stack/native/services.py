@@ -12,6 +12,7 @@ from pathlib import Path
 from native.base import (
     CONF,
     DATA,
+    KAFKA_UI_VENV,
     LIB,
     LOGS,
     PY,
@@ -186,6 +187,27 @@ def demo_site_ready(env: dict[str, str]) -> bool:
     return http_get(f"{env['DEMO_SITE_URL']}/robots.txt")[0] == 200
 
 
+# Kafka UI -------------------------------------------------------------------------------
+
+KAFKA_UI_PORT = 8088
+
+
+def kafka_ui_program(env: dict[str, str]) -> Program:
+    # kaskade served in the browser (stack/kafka-ui/serve.py), from its own virtualenv; it joins
+    # no consumer group. Its sessions die with it (their own process groups, PR_SET_PDEATHSIG).
+    serve = [str(KAFKA_UI_VENV / "bin" / "python"), str(STACK / "kafka-ui" / "serve.py")]
+    args = ["--bootstrap-servers", env["KAFKA_BOOTSTRAP_SERVERS"], "--port", str(KAFKA_UI_PORT)]
+    return Program("kafka-ui", [*serve, *args, "--host", "127.0.0.1"], stop_wait_s=15)
+
+
+def kafka_ui_start(env: dict[str, str]) -> None:
+    SUPERVISOR.start("kafka-ui")
+
+
+def kafka_ui_ready(env: dict[str, str]) -> bool:
+    return http_get(f"http://127.0.0.1:{KAFKA_UI_PORT}/")[0] == 200
+
+
 # Consumers ------------------------------------------------------------------------------
 
 SINK_PORTS = {"postgres": 9101, "opensearch": 9102, "hdfs": 9103}
@@ -221,6 +243,7 @@ def programs(env: dict[str, str]) -> list[Program]:
         *hdfs_programs(),
         *airflow_programs(),
         demo_site_program(env),
+        kafka_ui_program(env),
         *consumer_programs(),
     ]
 
@@ -271,6 +294,16 @@ SERVICES = [
         group_running("demo-site"),
         30,
         processes=["demo-site"],
+    ),
+    Service(
+        "kafka-ui",
+        [KAFKA_UI_PORT],
+        kafka_ui_start,
+        kafka_ui_ready,
+        group_stopper("kafka-ui"),
+        group_running("kafka-ui"),
+        30,
+        processes=["kafka-ui"],
     ),
     Service(
         "consumers",

@@ -735,6 +735,7 @@ class Kit:
     parquet_rows = staticmethod(parquet_rows)
     parquet_config = staticmethod(parquet_config)
     decoded = staticmethod(decoded)
+    free_port = staticmethod(free_port)
     batch_of = staticmethod(batch_of)
     Sent = Sent
     Store = Store
