@@ -89,25 +89,24 @@ class Terminal:
 
 
 @pytest.fixture(scope="module")
-def browser(stack_env: dict[str, str]) -> Iterator[Any]:
+def playwright(stack_env: dict[str, str]) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
-    def probe() -> bool:
-        try:
-            return requests.get(UI, timeout=3).status_code == 200
-        except requests.RequestException:
-            return False
-
     deadline = time.monotonic() + 60
-    while not probe():
+    while not _answers(UI):
         if time.monotonic() > deadline:
             pytest.fail(f"the Kafka UI does not answer at {UI}: make up kafka-ui", pytrace=False)
         time.sleep(1)
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
-        yield chromium
-        with contextlib.suppress(Exception):
-            chromium.close()
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Any) -> Iterator[Any]:
+    chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+    yield chromium
+    with contextlib.suppress(Exception):
+        chromium.close()
 
 
 @pytest.fixture
@@ -151,10 +150,8 @@ def children_of(pid: int) -> list[int]:
 
 
 def test_the_kafka_ui_joins_no_group_and_leaves_no_process_when_a_browser_dies(
-    native_stack: ModuleType, topic: str, producer: Any, kit: Any, tmp_path: Path
+    native_stack: ModuleType, playwright: Any, topic: str, producer: Any, kit: Any, tmp_path: Path
 ) -> None:
-    from playwright.sync_api import sync_playwright
-
     server = native_stack.base.pid_of("kafka-ui")
     assert server is not None
     producer(topic, [kit.product("k-1", 1)])
@@ -175,19 +172,15 @@ def test_the_kafka_ui_joins_no_group_and_leaves_no_process_when_a_browser_dies(
         start_new_session=True,
     )
     try:
-        with sync_playwright() as p:
-            kit.eventually(
-                "chromium listening", lambda: _answers(f"http://127.0.0.1:{port}/json/version"), 30
-            )
-            other = p.chromium.connect_over_cdp(f"http://127.0.0.1:{port}")
-            context = other.contexts[0]
-            for path in ("/", f"/topic/{topic}"):
-                Terminal(context.new_page()).open(path).wait_for("Kaskade")
-            kit.eventually(
-                "a kaskade process per tab", lambda: len(set(children_of(server)) - before) == 2, 30
-            )
-            os.killpg(chromium.pid, signal.SIGKILL)
-            chromium.wait(timeout=30)
+        devtools = f"http://127.0.0.1:{port}/json/version"
+        kit.eventually("chromium listening", lambda: _answers(devtools), 30)
+        other = playwright.chromium.connect_over_cdp(f"http://127.0.0.1:{port}")
+        context = other.contexts[0]
+        for path in ("/", f"/topic/{topic}"):
+            Terminal(context.new_page()).open(path).wait_for("Kaskade")
+        kit.eventually("a kaskade per tab", lambda: len(set(children_of(server)) - before) == 2, 30)
+        os.killpg(chromium.pid, signal.SIGKILL)
+        chromium.wait(timeout=30)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(chromium.pid, signal.SIGKILL)
@@ -195,7 +188,7 @@ def test_the_kafka_ui_joins_no_group_and_leaves_no_process_when_a_browser_dies(
 
     admin = KafkaAdminClient(bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"])
     try:
-        groups = [g[0] for g in admin.list_consumer_groups()]
+        groups = [g["group_id"] for g in admin.list_groups()]
     finally:
         admin.close()
     assert not [g for g in groups if g.startswith("kaskade")], groups
