@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 STACK = [sys.executable, str(ROOT / "stack" / "nativestack.py")]
 SUPERVISORD_CONF = ROOT / ".stack" / "run" / "supervisord.conf"
 SUPERVISORCTL = ROOT / ".stack" / "supervisor" / "bin" / "supervisorctl"
-SERVICES = ("postgres", "kafka", "opensearch", "hdfs", "airflow", "demo-site", "consumers")
+SERVICES = ("postgres", "kafka", "opensearch", "hdfs", "airflow", "demo-site", "kafka-ui", "consumers")
 
 pytestmark = [pytest.mark.integration, pytest.mark.stack_lifecycle]
 
@@ -44,7 +44,7 @@ def test_up_twice_changes_nothing_and_down_stops_everything(stack_env: dict[str,
     for service in SERVICES:
         assert f"{service}: already running" in again.stdout
     assert "created" not in again.stdout  # topics all existed
-    assert 0 not in before.values() and len(before) == 13, before
+    assert 0 not in before.values() and len(before) == 14, before
     assert pids() == before
 
     try:
@@ -55,7 +55,7 @@ def test_up_twice_changes_nothing_and_down_stops_everything(stack_env: dict[str,
         assert status_states() == dict.fromkeys(SERVICES, "stopped")
         assert not (ROOT / ".stack" / "run" / "supervisor.sock").exists()  # supervisord is gone too
         leftovers = subprocess.run(
-            ["pgrep", "-f", f"{ROOT}/.stack/(lib|supervisor)|{ROOT}/.venv/bin/(airflow|python -m)"],
+            ["pgrep", "-f", f"{ROOT}/.stack/(lib|supervisor|kafka-ui)|{ROOT}/.venv/bin/(airflow|python -m)"],
             capture_output=True,
             text=True,
             check=False,
