@@ -163,6 +163,18 @@ class HdfsSink(SinkTask):
         committed: Mapping[TopicPartition, int | None],
         topic_ids: Mapping[str, str] | None = None,
     ) -> dict[TopicPartition, int]:
+        try:
+            return self._open(partitions, committed, topic_ids)
+        except (FileNotFoundError, FileExistsError) as exc:
+            # Another consumer claimed or resolved the partition at the same moment: open again.
+            raise TransientError(f"opening {', '.join(map(describe_tp, partitions))}: {exc}") from exc
+
+    def _open(
+        self,
+        partitions: Collection[TopicPartition],
+        committed: Mapping[TopicPartition, int | None],
+        topic_ids: Mapping[str, str] | None = None,
+    ) -> dict[TopicPartition, int]:
         start: dict[TopicPartition, int] = {}
         by_topic: dict[str, list[TopicPartition]] = defaultdict(list)
         for tp in partitions:

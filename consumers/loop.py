@@ -236,17 +236,16 @@ class SinkLoop(BatchFlushing):
         self.opened -= tps
         for tp in tps:
             self.durable_next.pop(tp, None)
+        log.warning("FENCED: %s. %d records of %s dropped unwritten", fenced, dropped, describe(tps))
+        # A member that was frozen learns from its next heartbeats that it lost the partitions:
+        # poll a few heartbeats first, so that it does not claim them back from their owner.
+        self.consumer.pause(*(tps & set(self.consumer.assignment())))
+        self._wait_paused(2 * max(1.0, self.config.settings.session_timeout_ms / 5000))
         again = tps & set(self.consumer.assignment())
         if again:
             self.consumer.pause(*again)
             self.pending_open |= again
-        log.warning(
-            "FENCED: %s. %d records of %s dropped unwritten; %s",
-            fenced,
-            dropped,
-            describe(tps),
-            f"opening {describe(again)} again" if again else "no longer assigned here",
-        )
+            log.warning("%s still assigned here: opening again", describe(again))
 
     def _ensure_twins(self, topics: set[str]) -> None:
         """A topic joined by pattern that no source declares may lack its `-dlq` twins (init creates
@@ -338,8 +337,10 @@ class SinkLoop(BatchFlushing):
         (lag 1 for ever, in /metrics and in Kafka's view of the group)."""
         if self._inflight is not None or self.consumer is None:
             return
+        # Records polled but not yet durable (a batch being retried) are no markers: never pass them.
+        held = set(self.batch.ranges) | (set(self._pending.ranges) if self._pending is not None else set())
         passed = {}
-        for tp in self.opened - set(self.batch.ranges):
+        for tp in self.opened - held:
             durable, position = self.durable_next.get(tp), self._position(tp)
             if durable is not None and position is not None and position > durable:
                 passed[tp] = position

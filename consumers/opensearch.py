@@ -408,10 +408,15 @@ class OpenSearchSink(SinkTask):
                 source = doc.get("_source") or {}
                 lineage = source.get("kafka") or {}
                 record = decoded.record
-                if (lineage.get("topic"), lineage.get("partition")) != (record.topic, record.partition):
-                    continue
                 stored = (millis(datetime.fromisoformat(source["crawled_at"])), int(lineage["offset"]))
-                if _order(decoded) > stored:
+                ours = _order(decoded)
+                same_partition = (lineage.get("topic"), lineage.get("partition")) == (
+                    record.topic,
+                    record.partition,
+                )
+                # A later crawl wins whatever its partition (a lifted version can reach into its
+                # millisecond); within one millisecond, offsets order only one partition's records.
+                if ours[0] > stored[0] or (same_partition and ours > stored):
                     index, key = json.dumps(doc["_index"]).encode(), json.dumps(doc["_id"]).encode()
                     lines += [ACTION % (index, key, min(stored_version + 1, MAX_VERSION)), decoded.document()]
             if not lines:

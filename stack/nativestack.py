@@ -127,7 +127,7 @@ URLS = {
     "hdfs": "hdfs://127.0.0.1:8020, WebHDFS/UI http://127.0.0.1:9870",
     "airflow": "http://127.0.0.1:8080 (user admin, password in .stack/env)",
     "demo-site": "http://127.0.0.1:8000 (shop, sensors, coins)",
-    "kafka-ui": "http://127.0.0.1:8088 (topics, groups; records: /topic/<name>)",
+    "kafka-ui": "http://127.0.0.1:8088 (topics, groups; records: /topic/NAME)",
     "consumers": "/health, /metrics on :9101 pg, :9102 os, :9103 hdfs",
 }
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import psycopg2
 import pytest
+import requests
+from kafka import KafkaAdminClient
 
 from crawlstore.settings import PostgresSettings
 
@@ -72,6 +74,17 @@ def restore(stack: ModuleType, ready_before: set[str]) -> None:
             stack.wait_ready([svc], env)
 
 
+def committed(servers: str, group: str) -> dict[Any, int]:
+    """The group's committed offsets in Kafka."""
+    admin = KafkaAdminClient(bootstrap_servers=servers)
+    try:
+        offsets = admin.list_group_offsets({group: None})
+    finally:
+        admin.close()
+    found = offsets.get(group, offsets) if isinstance(offsets, dict) else offsets
+    return {tp: int(getattr(o, "offset", o)) for tp, o in dict(found).items()}
+
+
 @pytest.mark.parametrize(
     ("sink", "service"),
     [
@@ -91,6 +104,7 @@ def test_store_outage_under_load_dead_letters_nothing_and_everything_lands(
     read_topic: Any,
     pg_settings: PostgresSettings,
     native_stack: ModuleType,
+    kafka_servers: str,
 ) -> None:
     prefix = f"t{uuid.uuid4().hex[:10]}-"  # not the key_prefix fixture: its connection dies with PostgreSQL
     store = make_store(sink, topic, prefix)
@@ -118,7 +132,12 @@ def test_store_outage_under_load_dead_letters_nothing_and_everything_lands(
                 lambda: consumer.metric("crawlstore_consumer_retries_total") > 0,
                 60,
             )
+            time.sleep(2)  # the commit of the last batch written before the outage has arrived
+            before = committed(kafka_servers, consumer.env["CONSUMER_GROUP"])
             time.sleep(DOWN_S)
+            # Nothing could be written, so nothing was committed: the batch being retried was
+            # polled, but its offsets are no transaction markers to pass.
+            assert committed(kafka_servers, consumer.env["CONSUMER_GROUP"]) == before
             assert consumer.alive(), consumer.log_tail()
             status, health = consumer.health()
             assert status == 503 and health["state"] == "retrying", health
@@ -144,3 +163,51 @@ def test_store_outage_under_load_dead_letters_nothing_and_everything_lands(
             with psycopg2.connect(**pg_settings.connect_kwargs()) as conn, conn.cursor() as cur:
                 cur.execute("DELETE FROM products WHERE product_id LIKE %s", (prefix + "%",))
             conn.close()
+
+
+def test_a_batch_retried_while_the_store_is_down_moves_no_committed_offset(
+    kit: Any,
+    topic: str,
+    producer: Any,
+    run_consumer: Any,
+    make_store: Any,
+    native_stack: ModuleType,
+    kafka_servers: str,
+) -> None:
+    """One burst, then the DataNode goes: the consumer holds the burst and retries it, with nothing
+    else to poll. Kafka's committed offset (the HDFS sink's floor on open) must stay where the
+    files end until the burst is written, or a reopen would skip it."""
+    prefix = f"t{uuid.uuid4().hex[:10]}-"
+    store = make_store("hdfs", topic, prefix)
+    consumer = run_consumer("hdfs", topics=topic, retry_max_ms=2000, **store.env)
+    group = consumer.env["CONSUMER_GROUP"]
+    consumer.wait_healthy()
+    sent = producer(topic, [kit.product(f"{prefix}{i}", i) for i in range(300)])
+    kit.eventually("300 lines in HDFS", lambda: len(store.records()) == 300, 120)
+    kit.eventually(
+        "Kafka's committed offsets at the end",
+        lambda: sum(committed(kafka_servers, group).values()) == 300,
+        60,
+    )
+    before = committed(kafka_servers, group)
+    with outage(native_stack, "hdfs-datanode"):
+        sent += producer(topic, [kit.product(f"{prefix}{i}", i) for i in range(300, 400)])
+        kit.eventually(
+            "the consumer retries the burst",
+            lambda: consumer.metric("crawlstore_consumer_retries_total") > 0,
+            60,
+        )
+        time.sleep(8)
+        assert committed(kafka_servers, group) == before
+        assert consumer.alive(), consumer.log_tail()
+    expected = {(s.partition, s.offset) for s in sent}
+
+    def landed() -> bool:
+        try:
+            return {(r["partition"], r["offset"]) for r in store.records()} == expected
+        except requests.ConnectionError:  # the DataNode's HTTP port is still coming up
+            return False
+
+    kit.eventually("the burst landed after the DataNode came back", landed, 240)
+    assert len(store.records()) == 400
+    assert consumer.stop() == 0
