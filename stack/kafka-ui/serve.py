@@ -128,13 +128,13 @@ class KafkaUi(Server):  # type: ignore[misc]
         topic = self._topic(request)
         router = request.app.router
         ws = router["topic_websocket"].url_for(topic=topic)
+        static = f"{self.public_url}{router['static'].url_for(filename='/')}".rstrip("/") + "/"
         context = {
             "font_size": to_int(request.query.get("fontsize", "16"), 16),
             "app_websocket_url": f"ws:{self.public_url.split(':', 1)[1]}{ws}",
-            "config": {"static": {"url": f"{self.public_url}{router['static'].url_for(filename='/')}"}},
+            "config": {"static": {"url": static}},
             "application": {"name": f"{topic}: crawlstore Kafka UI"},
         }
-        context["config"]["static"]["url"] = context["config"]["static"]["url"].rstrip("/") + "/"
         response: web.Response = aiohttp_jinja2.render_template("app_index.html", request, context)
         return response
 
