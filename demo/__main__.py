@@ -29,7 +29,13 @@ from consumers.settings import ConsumerSettings
 from crawlstore.config import current
 from crawlstore.connectors import CONSUMER_GROUPS
 from crawlstore.dlq import failure_context
-from crawlstore.settings import HdfsSettings, KafkaSettings, OpenSearchSettings, PostgresSettings
+from crawlstore.settings import (
+    HdfsSettings,
+    KafkaSettings,
+    OpenSearchSettings,
+    PageSettings,
+    PostgresSettings,
+)
 from crawlstore.sources import SOURCES
 from crawlstore.topics import dlq_topic, parking_topic, pipeline_topics
 from demo.airflow_api import AirflowApi
@@ -188,18 +194,21 @@ def report(results: dict[str, Any], lag: dict[str, int], kafka: KafkaSettings) -
             print(f"{t:<28} {sum(counts.values()):>4}  {detail}")
     first, topic = current().kinds[SOURCES[0].kind], SOURCES[0].topic
     table = TableSpec.for_kind(first).table
-    kafka_ui = os.environ.get("KAFKA_UI_URL", "http://127.0.0.1:8088")
+    page = PageSettings()
+    airflow = os.environ.get("AIRFLOW_API_URL", "http://127.0.0.1:8080")
     print(f"""
 === Look for yourself ===
-Airflow UI       {os.environ.get("AIRFLOW_API_URL", "http://127.0.0.1:8080")}
+Airflow UI       {airflow}
                    (user admin, password AIRFLOW_ADMIN_PASSWORD in .stack/env)
+Pipeline page    {airflow}/plugin/pipeline
+                   (each sink's lag, rate and health; dead letters by sink and reason, Replay)
 PostgreSQL       set -a; . .stack/env; set +a
                  PGPASSWORD=$POSTGRES_PASSWORD psql -h 127.0.0.1 -U crawlstore crawlstore \\
                    -c 'SELECT {first.key_field}, kafka_offset, landed_at FROM {table} LIMIT 5'
 OpenSearch       curl '{os_settings.url}/{index_name(INDEX_PREFIX, first.kind)}/_search?size=3&pretty'
 HDFS             {hdfs.webhdfs_url}/explorer.html#{HDFS_ROOT}   (each topic's folder: above)
-Kafka UI         {kafka_ui}   (topics; consumer groups with their lag)
-                 {kafka_ui}/topic/{dlq_topic(topic)}   (its records; Enter, → →: headers)
+Kafka UI         {page.kafka_ui_url}   (topics; consumer groups with their lag)
+                 {page.topic_url(dlq_topic(topic))}   (its records; Enter, → →: headers)
 Kafka            kcat -b {kafka.bootstrap_servers} -C -t {topic} -o -3 -e -f '%t[%p]@%o %k %h\\n%s\\n'
 Dead letters     kcat -b {kafka.bootstrap_servers} -C -t {dlq_topic(topic)} -e -f '%k\\n%h\\n\\n'
 Consumers        curl http://127.0.0.1:9101/metrics   (9102 opensearch, 9103 hdfs)

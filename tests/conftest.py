@@ -1,12 +1,33 @@
-"""Shared test setup: tests that restart the whole stack run last, after everything else."""
+"""Shared test setup: tests that restart the whole stack run last, after everything else; a
+headless browser for the UI tests; the dlq_replay DAG unpaused for a block of a test.
+
+Queued runs of a paused DAG never start, so a test that runs dlq_replay unpauses the DAG and
+pauses it again. On unpause the scheduler would add a scheduled run for the last complete day,
+which replays whatever failed that day in the shared DLQs; `occupy_schedule` first triggers a
+no-op run at that logical date, so the scheduler finds the slot taken and the tests change nothing
+but their own records.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
+
+from demo.airflow_api import AirflowApi
+
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOTS = ROOT / ".stack" / "logs" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"  # Debian's package, installed by `make up`
+REPLAY_DAG = "dlq_replay"
+NO_OP = {"dry_run": True, "topic": "crawl.readings", "offset_from": 10**15}  # reads nothing
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -55,3 +76,77 @@ def stack_env() -> dict[str, str]:
             pytrace=False,
         )
     return dict(os.environ)
+
+
+def occupy_schedule(api: AirflowApi) -> None:
+    """Take the slot of the scheduled run the scheduler would add on unpause (see module doc)."""
+    dag = api.call("GET", f"/dags/{REPLAY_DAG}")
+    due = dag.get("next_dagrun_run_after")
+    if not due or datetime.fromisoformat(due) > datetime.now(UTC):
+        return
+    slot = dag["next_dagrun_logical_date"]
+    taken = api.call(
+        "GET", f"/dags/{REPLAY_DAG}/dagRuns", params={"logical_date_gte": slot, "logical_date_lte": slot}
+    )
+    if not taken["dag_runs"]:  # a run there already makes the scheduler skip the slot and move on
+        run_id = api.trigger(REPLAY_DAG, conf=NO_OP, logical_date=slot)
+        api.unpause(REPLAY_DAG)
+        assert api.wait_for_run(REPLAY_DAG, run_id, timeout_s=300) == "success"
+
+
+@contextmanager
+def unpaused(api: AirflowApi) -> Iterator[None]:
+    """The DAG unpaused for the block; afterwards paused again, and runs the block left unfinished
+    (a failed assertion) marked failed, so they do not hold the DAG's one active-run slot."""
+    started = datetime.now(UTC).isoformat()
+    try:
+        occupy_schedule(api)
+        api.unpause(REPLAY_DAG)
+        yield
+    finally:
+        api.call("PATCH", f"/dags/{REPLAY_DAG}", json={"is_paused": True})  # other tests expect it paused
+        runs = api.call("GET", f"/dags/{REPLAY_DAG}/dagRuns", params={"run_after_gte": started, "limit": 100})
+        for run in runs["dag_runs"]:
+            if run["state"] in ("queued", "running"):
+                api.call("PATCH", f"/dags/{REPLAY_DAG}/dagRuns/{run['dag_run_id']}", json={"state": "failed"})
+
+
+@pytest.fixture
+def replay_unpaused() -> Callable[[AirflowApi], AbstractContextManager[None]]:
+    """`with replay_unpaused(api):` runs its block with dlq_replay unpaused (see module doc)."""
+    return unpaused
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Any) -> Iterator[Any]:
+    """Headless chromium (the system's: no browser download)."""
+    chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+    yield chromium
+    with contextlib.suppress(Exception):
+        chromium.close()
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def screenshot() -> Callable[..., Path]:
+    """`screenshot(page, name)` saves the page as .stack/logs/screenshots/<name>.png."""
+
+    def take(page: Any, name: str, full_page: bool = False) -> Path:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / f"{name}.png"
+        page.screenshot(path=str(path), full_page=full_page)
+        return path
+
+    return take

@@ -12,7 +12,19 @@ from typing import Any
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
+from crawlstore.settings import PageSettings
 from crawlstore.sources import SOURCES, Source
+from crawlstore.topics import dlq_topic
+
+
+def dag_doc(source: Source) -> str:
+    """The module's doc, with links to the source's topics in the Kafka UI and to the Pipeline page."""
+    page, dlq = PageSettings(), dlq_topic(source.topic)
+    return (
+        f"{__doc__}\n\nItems go to [`{source.topic}`]({page.topic_url(source.topic)}), dead letters to "
+        f"[`{dlq}`]({page.topic_url(dlq)}) (Kafka UI). Each sink's lag, the dead letters and their replay: "
+        "the [Pipeline page](/plugin/pipeline), and this DAG's Pipeline tab."
+    )
 
 
 def build_dag(source: Source) -> None:
@@ -34,7 +46,7 @@ def build_dag(source: Source) -> None:
                 description="Stop after this many listing pages (empty: all)",
             )
         },
-        doc_md=__doc__,
+        doc_md=dag_doc(source),
     )
     def crawl_source() -> None:
         @task
@@ -88,7 +100,7 @@ def build_poll_dag(source: Source) -> None:
                 run_s, type="integer", minimum=1, maximum=2 * run_s, description="How long this run polls"
             )
         },
-        doc_md=__doc__,
+        doc_md=dag_doc(source),
     )
     def poll_source() -> None:
         @task(execution_timeout=timedelta(seconds=run_s * 2 + 300))

@@ -46,6 +46,16 @@ def test_one_crawl_dag_per_source(dagbag: Any) -> None:
         assert "max_pages" in dag.params
 
 
+def test_each_crawl_dag_links_to_its_topics_in_the_kafka_ui_and_to_the_pipeline_page(dagbag: Any) -> None:
+    from crawlstore.sources import SOURCES
+
+    for source in SOURCES:
+        doc = dagbag.dags[f"crawl_{source.name}"].doc_md
+        assert f"[`{source.topic}`](http://127.0.0.1:8088/topic/{source.topic})" in doc
+        assert f"[`{source.topic}-dlq`](http://127.0.0.1:8088/topic/{source.topic}-dlq)" in doc
+        assert "[Pipeline page](/plugin/pipeline)" in doc
+
+
 def test_the_replay_dag_offers_every_field_of_the_replay_request_as_a_param(dagbag: Any) -> None:
     from consumers.replay.request import ReplayRequest
 

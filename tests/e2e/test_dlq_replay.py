@@ -1,9 +1,7 @@
 """The dlq_replay DAG on the running Airflow, driven through the REST API as the UI drives it.
 
-Queued runs of a paused DAG never start, so each test unpauses the DAG and pauses it again. On
-unpause the scheduler would add a scheduled run for the last complete day, which replays whatever
-failed that day in the shared DLQs; `occupy_schedule` first triggers a no-op run at that logical
-date, so the scheduler finds the slot taken and the tests change nothing but their own records.
+Each test runs the DAG unpaused for a block, without letting its schedule replay the shared
+DLQs (`replay_unpaused`, tests/e2e/conftest.py).
 """
 
 from __future__ import annotations
@@ -12,7 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -36,7 +34,6 @@ ProductItem = item_type("product")
 
 pytestmark = pytest.mark.e2e
 DAG = "dlq_replay"
-NO_OP = {"dry_run": True, "topic": "crawl.readings", "offset_from": 10**15}  # reads nothing
 
 
 @pytest.fixture(scope="module")
@@ -65,39 +62,6 @@ def prefix(pg: Any) -> Iterator[str]:
     yield value
     with pg.cursor() as cur:
         cur.execute("DELETE FROM products WHERE product_id LIKE %s", (value + "%",))
-
-
-def occupy_schedule(api: AirflowApi) -> None:
-    """Take the slot of the scheduled run the scheduler would add on unpause (see module doc)."""
-    dag = api.call("GET", f"/dags/{DAG}")
-    due = dag.get("next_dagrun_run_after")
-    if not due or datetime.fromisoformat(due) > datetime.now(UTC):
-        return
-    slot = dag["next_dagrun_logical_date"]
-    taken = api.call(
-        "GET", f"/dags/{DAG}/dagRuns", params={"logical_date_gte": slot, "logical_date_lte": slot}
-    )
-    if not taken["dag_runs"]:  # a run there already makes the scheduler skip the slot and move on
-        run_id = api.trigger(DAG, conf=NO_OP, logical_date=slot)
-        api.unpause(DAG)
-        assert api.wait_for_run(DAG, run_id, timeout_s=300) == "success"
-
-
-@contextmanager
-def unpaused(api: AirflowApi) -> Iterator[None]:
-    """The DAG unpaused for the block; afterwards paused again, and runs the block left unfinished
-    (a failed assertion) marked failed, so they do not hold the DAG's one active-run slot."""
-    started = datetime.now(UTC).isoformat()
-    try:
-        occupy_schedule(api)
-        api.unpause(DAG)
-        yield
-    finally:
-        api.call("PATCH", f"/dags/{DAG}", json={"is_paused": True})  # other tests expect DAGs paused
-        runs = api.call("GET", f"/dags/{DAG}/dagRuns", params={"run_after_gte": started, "limit": 100})
-        for run in runs["dag_runs"]:
-            if run["state"] in ("queued", "running"):
-                api.call("PATCH", f"/dags/{DAG}/dagRuns/{run['dag_run_id']}", json={"state": "failed"})
 
 
 def task_log(api: AirflowApi, run_id: str, try_number: int = 1) -> str:
@@ -204,7 +168,7 @@ def own_topic(stack_env: dict[str, str], pg: Any) -> Iterator[str]:
 
 
 def test_manual_runs_from_the_api_dry_run_then_replay_with_progress_and_summary_in_the_log(
-    api: AirflowApi, stack_env: dict[str, str], pg: Any, prefix: str, own_topic: str
+    api: AirflowApi, stack_env: dict[str, str], pg: Any, prefix: str, own_topic: str, replay_unpaused: Any
 ) -> None:
     servers, dlq = stack_env["KAFKA_BOOTSTRAP_SERVERS"], dlq_topic(own_topic)
     now = datetime.now(UTC).replace(microsecond=0)
@@ -213,7 +177,7 @@ def test_manual_runs_from_the_api_dry_run_then_replay_with_progress_and_summary_
     offsets = send_dead_letters(servers, own_topic, good + nul)
     before = end_offset(servers, dlq)
 
-    with unpaused(api):
+    with replay_unpaused(api):
         dry_id = api.trigger(DAG, conf={"topic": own_topic, "dry_run": True})
         assert api.wait_for_run(DAG, dry_id, timeout_s=300) == "success"
         dry = api.xcom(DAG, dry_id, "replay")
@@ -248,7 +212,7 @@ def test_manual_runs_from_the_api_dry_run_then_replay_with_progress_and_summary_
 
 
 def test_backfill_of_two_days_replays_only_those_days_failures(
-    api: AirflowApi, stack_env: dict[str, str], pg: Any, prefix: str
+    api: AirflowApi, stack_env: dict[str, str], pg: Any, prefix: str, replay_unpaused: Any
 ) -> None:
     """Dead letters of three past days in crawl.products-dlq; a backfill of the first two days."""
     servers, dlq = stack_env["KAFKA_BOOTSTRAP_SERVERS"], "crawl.products-dlq"
@@ -261,7 +225,7 @@ def test_backfill_of_two_days_replays_only_those_days_failures(
         )
     ids = {day: {f"{prefix}d{day.day}-{i}" for i in range(3)} for day in days}
 
-    with unpaused(api):
+    with replay_unpaused(api):
         backfill = api.call(
             "POST",
             "/backfills",
@@ -313,7 +277,7 @@ def test_backfill_of_two_days_replays_only_those_days_failures(
     assert not set(offsets[days[2]]) & set(handled)
 
     # The day-12 failures are still there for a later run: replay exactly them (and clean up).
-    with unpaused(api):
+    with replay_unpaused(api):
         run_id = api.trigger(
             DAG,
             conf={
@@ -329,7 +293,7 @@ def test_backfill_of_two_days_replays_only_those_days_failures(
 
 
 def test_a_replay_task_killed_midway_and_cleared_continues_without_duplicates_or_gaps(
-    api: AirflowApi, stack_env: dict[str, str], pg: Any, prefix: str, own_topic: str
+    api: AirflowApi, stack_env: dict[str, str], pg: Any, prefix: str, own_topic: str, replay_unpaused: Any
 ) -> None:
     """Mark the running task failed (Airflow terminates it), then clear it: try 2 resumes."""
     servers, dlq = stack_env["KAFKA_BOOTSTRAP_SERVERS"], dlq_topic(own_topic)
@@ -337,7 +301,7 @@ def test_a_replay_task_killed_midway_and_cleared_continues_without_duplicates_or
     items = [product(f"{prefix}{i}", now - timedelta(minutes=5)) for i in range(120)]
     offsets = send_dead_letters(servers, own_topic, items)
 
-    with unpaused(api):
+    with replay_unpaused(api):
         run_id = api.trigger(DAG, conf={"topic": own_topic, "rate_limit": 10})  # ~12 s
         deadline = time.monotonic() + 120
         while "progress " + dlq not in task_log(api, run_id, try_number=1):  # midway, ~5 s in

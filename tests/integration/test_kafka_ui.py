@@ -2,7 +2,7 @@
 
 The page is kaskade drawn by xterm.js on a canvas, so the text is read from the terminal's buffer:
 an init script keeps the page's terminal object (textual-serve never puts it on `window`).
-Screenshots go to .stack/logs/screenshots/.
+Screenshots go to .stack/logs/screenshots/ (the `screenshot` fixture, tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ from kafka import KafkaAdminClient
 pytestmark = pytest.mark.integration
 
 UI = "http://127.0.0.1:8088"
-ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / ".stack" / "logs" / "screenshots"
 
 KEEP_TERMINAL = """
 Object.defineProperty(Object.prototype, 'websocket_url', {
@@ -83,30 +81,14 @@ class Terminal:
             self.page.keyboard.press(key)
             time.sleep(0.7)
 
-    def screenshot(self, name: str) -> None:
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(SHOTS / f"{name}.png"))
 
-
-@pytest.fixture(scope="module")
-def playwright(stack_env: dict[str, str]) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
+@pytest.fixture(scope="module", autouse=True)
+def kafka_ui_answers(stack_env: dict[str, str]) -> None:
     deadline = time.monotonic() + 60
     while not _answers(UI):
         if time.monotonic() > deadline:
             pytest.fail(f"the Kafka UI does not answer at {UI}: make up kafka-ui", pytrace=False)
         time.sleep(1)
-    with sync_playwright() as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Any) -> Iterator[Any]:
-    chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
-    yield chromium
-    with contextlib.suppress(Exception):
-        chromium.close()
 
 
 @pytest.fixture
@@ -117,16 +99,22 @@ def terminal(browser: Any) -> Iterator[Terminal]:
 
 
 def test_the_kafka_ui_lists_the_pipeline_topics_with_their_groups(
-    terminal: Terminal, make_topic: Any
+    terminal: Terminal, make_topic: Any, screenshot: Any
 ) -> None:
     topic = make_topic()
     screen = terminal.open("/").wait_for("Topics", "crawl.products-dlq", topic)
-    terminal.screenshot("kafka-ui-topics")
+    screenshot(terminal.page, "kafka-ui-topics")
     assert "crawl.readings" in screen and "Partitions" in screen and "Lag" in screen
 
 
 def test_a_dead_letter_shows_its_reason_headers(
-    terminal: Terminal, topic: str, producer: Any, run_consumer: Any, read_topic: Any, kit: Any
+    terminal: Terminal,
+    topic: str,
+    producer: Any,
+    run_consumer: Any,
+    read_topic: Any,
+    kit: Any,
+    screenshot: Any,
 ) -> None:
     bad = kit.Sent(b"k-bad", b"{not json", [("crawlstore.schema", b"product/1")], None)
     producer(topic, [bad])
@@ -138,7 +126,7 @@ def test_a_dead_letter_shows_its_reason_headers(
     terminal.open(f"/topic/{topic}-dlq").wait_for(f"Records [{topic}-dlq]", key)
     terminal.press("Enter", "ArrowRight", "ArrowRight")  # the record, then its Headers tab
     screen = terminal.wait_for("Headers [", "__connect.errors.topic", "__connect.errors.stage")
-    terminal.screenshot("kafka-ui-dead-letter")
+    screenshot(terminal.page, "kafka-ui-dead-letter")
     assert "__connect.errors.exception" in screen and "crawlstore.dlq.error_kind" in screen
 
 
@@ -150,7 +138,13 @@ def children_of(pid: int) -> list[int]:
 
 
 def test_the_kafka_ui_joins_no_group_and_leaves_no_process_when_a_browser_dies(
-    native_stack: ModuleType, playwright: Any, topic: str, producer: Any, kit: Any, tmp_path: Path
+    native_stack: ModuleType,
+    playwright: Any,
+    chromium_path: str,
+    topic: str,
+    producer: Any,
+    kit: Any,
+    tmp_path: Path,
 ) -> None:
     server = native_stack.base.pid_of("kafka-ui")
     assert server is not None
@@ -160,7 +154,7 @@ def test_the_kafka_ui_joins_no_group_and_leaves_no_process_when_a_browser_dies(
     port = kit.free_port()
     chromium = subprocess.Popen(
         [
-            "/usr/bin/chromium",
+            chromium_path,
             "--headless=new",
             "--no-sandbox",
             f"--remote-debugging-port={port}",

@@ -639,6 +639,29 @@ def test_consumer_ports_are_the_consumers_own_defaults(
             assert env["CONSUMER_METRICS_HOST"] == "0.0.0.0", f"{name}: other containers cannot reach it"
 
 
+def test_the_pipeline_page_reaches_each_consumer_and_links_to_kafbat(
+    services: dict[str, dict[str, Any]], secrets_env: dict[str, str]
+) -> None:
+    """The API server's Pipeline page asks each consumer service on its port; topic links go to
+    kafbat's topic page, on the port compose publishes (the native stack's defaults: kaskade)."""
+    from crawlstore.settings import PageSettings
+
+    env = service_env(services["airflow-apiserver"], secrets_env)
+    prefix = "PIPELINE_PAGE_"
+    page = PageSettings.model_validate(
+        {k.removeprefix(prefix).lower(): v for k, v in env.items() if k.startswith(prefix)}
+    )
+    wanted = {sink: (name, int(port)) for name, (sink, port, _) in CONSUMERS.items()}
+    assert {s: (urlsplit(u).hostname, urlsplit(u).port) for s, u in page.consumer_urls().items()} == wanted
+    kafbat = services["kafka-ui"]["environment"]["KAFKA_CLUSTERS_0_NAME"]
+    assert page.topic_url("crawl.products") == (
+        f"http://127.0.0.1:8088/ui/clusters/{kafbat}/all-topics/crawl.products"
+    )
+    assert 8088 in published_ports(services["kafka-ui"]) and urlsplit(page.kafka_ui_url).port == 8088
+    native = PageSettings()
+    assert native.topic_url("a.b-dlq") == "http://127.0.0.1:8088/topic/a.b-dlq"
+
+
 def test_demo_site_serves_where_demo_site_url_points(
     services: dict[str, dict[str, Any]], secrets_env: dict[str, str]
 ) -> None:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -67,3 +68,42 @@ class PipelineSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CRAWLSTORE_", extra="ignore")
 
     data_dir: Path
+
+
+class PageSettings(BaseSettings):
+    """The Pipeline page in Airflow's UI (crawlstore.ui): where the consumers and the Kafka UI answer.
+
+    `consumers` lists each sink's /health and /metrics address as `sink=url`, comma-separated;
+    `kafka_ui_topic_url` is a topic's page in the Kafka UI, with `{topic}` in it.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="PIPELINE_PAGE_", extra="ignore")
+
+    consumers: str = (
+        "postgres=http://127.0.0.1:9101,opensearch=http://127.0.0.1:9102,hdfs=http://127.0.0.1:9103"
+    )
+    kafka_ui_url: str = "http://127.0.0.1:8088"
+    kafka_ui_topic_url: str = "http://127.0.0.1:8088/topic/{topic}"
+
+    @field_validator("consumers")
+    @classmethod
+    def _consumers_listed(cls, value: str) -> str:
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            sink, sep, url = item.partition("=")
+            if not sep or not sink.strip() or not url.strip().startswith(("http://", "https://")):
+                raise ValueError(f"{item!r} is not sink=http://host:port (PIPELINE_PAGE_CONSUMERS)")
+        return value
+
+    @field_validator("kafka_ui_topic_url")
+    @classmethod
+    def _has_topic(cls, value: str) -> str:
+        if "{topic}" not in value:
+            raise ValueError(f"{value!r} has no {{topic}} in it (PIPELINE_PAGE_KAFKA_UI_TOPIC_URL)")
+        return value
+
+    def consumer_urls(self) -> dict[str, str]:
+        pairs = (item.partition("=") for item in self.consumers.split(",") if item.strip())
+        return {sink.strip(): url.strip().rstrip("/") for sink, _, url in pairs}
+
+    def topic_url(self, topic: str) -> str:
+        return self.kafka_ui_topic_url.replace("{topic}", quote(topic, safe=""))
