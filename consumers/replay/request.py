@@ -69,6 +69,12 @@ class ReplayRequest:
             "(e.g. StoreRejected, postgres_23*, schema_violation)"
         ),
     )
+    error_kind: str | None = field(
+        default=None,
+        metadata=_param(
+            "Only records of exactly this error kind (their crawlstore.dlq.error_kind header, no wildcards)"
+        ),
+    )
     failed_from: datetime | None = field(
         default=None,
         metadata=_param(
@@ -165,6 +171,8 @@ class ReplayRequest:
             parts.append(f"sink {self.sink}")
         if self.error_class:
             parts.append(f"error class {self.error_class}")
+        if self.error_kind:
+            parts.append(f"error kind {self.error_kind}")
         if self.max_records:
             parts.append(f"at most {self.max_records} records")
         if self.rate_limit:
@@ -177,6 +185,8 @@ class ReplayRequest:
         if self.sink and ctx.connector != self.sink:
             return True
         if self.error_class and not error_class_matches(self.error_class, ctx):
+            return True
+        if self.error_kind and ctx.error_kind != self.error_kind:
             return True
         return not (self._offset_in_range(offset) and self._failed_in_window(_aware(ctx.failed_at)))
 

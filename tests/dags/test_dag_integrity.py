@@ -47,12 +47,14 @@ def test_one_crawl_dag_per_source(dagbag: Any) -> None:
 
 
 def test_each_crawl_dag_links_to_its_topics_in_the_kafka_ui_and_to_the_pipeline_page(dagbag: Any) -> None:
+    from crawlstore.settings import PageSettings
     from crawlstore.sources import SOURCES
 
+    ui = PageSettings()
     for source in SOURCES:
         doc = dagbag.dags[f"crawl_{source.name}"].doc_md
-        assert f"[`{source.topic}`](http://127.0.0.1:8088/topic/{source.topic})" in doc
-        assert f"[`{source.topic}-dlq`](http://127.0.0.1:8088/topic/{source.topic}-dlq)" in doc
+        assert f"[`{source.topic}`]({ui.topic_url(source.topic)})" in doc
+        assert f"[`{source.topic}-dlq`]({ui.topic_url(source.topic + '-dlq')})" in doc
         assert "[Pipeline page](/plugin/pipeline)" in doc
 
 
@@ -61,7 +63,7 @@ def test_the_replay_dag_offers_every_field_of_the_replay_request_as_a_param(dagb
 
     params = dagbag.dags["dlq_replay"].params
     assert set(params) == {
-        "topic", "sink", "error_class", "failed_from", "failed_to", "offset_from", "offset_to",
+        "topic", "sink", "error_class", "error_kind", "failed_from", "failed_to", "offset_from", "offset_to",
         "max_records", "rate_limit", "dry_run", "target", "max_replays",
     }  # fmt: skip
     defaults = {name: params[name] for name in params}

@@ -1,7 +1,7 @@
 """The dlq_replay DAG on the running Airflow, driven through the REST API as the UI drives it.
 
 Each test runs the DAG unpaused for a block, without letting its schedule replay the shared
-DLQs (`replay_unpaused`, tests/e2e/conftest.py).
+DLQs (`replay_unpaused`, tests/conftest.py).
 """
 
 from __future__ import annotations

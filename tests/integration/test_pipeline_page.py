@@ -71,9 +71,13 @@ def number(text: str) -> int:
 
 
 def eventually(what: str, probe: Any, timeout_s: float = 90.0) -> Any:
+    """Retries `probe` (-> (ok, what it saw)) until ok; an element missing meanwhile is a retry."""
     deadline, last = time.monotonic() + timeout_s, None
     while time.monotonic() < deadline:
-        ok, last = probe()
+        try:
+            ok, last = probe()
+        except Exception as exc:  # Playwright's TimeoutError while the page re-renders, say
+            ok, last = False, repr(exc)
         if ok:
             return last
         time.sleep(1.0)
@@ -112,6 +116,14 @@ def kafka_dead_letters(servers: str, topic: str) -> tuple[int, Counter[tuple[str
                     ctx = failure_context(m.headers)
                     counts[(ctx.connector or "?", ctx.error_kind or ctx.exception_class or "?")] += 1
         return sum(end[tp] - begin[tp] for tp in tps), counts
+    finally:
+        consumer.close()
+
+
+def kafka_end(servers: str, topic: str) -> int:
+    consumer = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
+    try:
+        return int(consumer.end_offsets([TopicPartition(topic, 0)])[TopicPartition(topic, 0)])
     finally:
         consumer.close()
 
@@ -168,30 +180,36 @@ def test_the_page_shows_the_lag_and_health_that_kafka_and_the_consumers_report(
     servers = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
     supervisor = native_stack.base.SUPERVISOR
     hdfs_lag = f'#topics tr[data-topic="{TOPIC}"] td[data-sink="hdfs"]'
-    assert supervisor.stop("consumer-hdfs")
+    assert supervisor.stop("consumer-hdfs")  # it commits what it wrote, then leaves its group
     try:
+        before = kafka_lag(servers, "hdfs", TOPIC)
         producer(TOPIC, [kit.product(f"{key_prefix}{i}", i) for i in range(7)])
 
         def shown() -> tuple[bool, Any]:
             page_lag = number(frame(ui).locator(f"{hdfs_lag} .lag").inner_text())
             kafka = kafka_lag(servers, "hdfs", TOPIC)
-            return page_lag == kafka and kafka >= 7, (page_lag, kafka)
+            return page_lag == kafka == before + 7, (page_lag, kafka, before)
 
-        eventually("the HDFS sink's lag as Kafka reports it", shown)
-        health = frame(ui).locator('#consumers tr[data-sink="hdfs"] td').nth(1).inner_text()
-        assert health.startswith("unreachable"), health
-        assert "Empty (0)" in frame(ui).locator(hdfs_lag).inner_text()
+        eventually("the HDFS sink's lag, 7 more, as Kafka reports it", shown)
+        hdfs_health = '#consumers tr[data-sink="hdfs"] td'
+        eventually(
+            "the HDFS consumer unreachable, its group empty",
+            lambda: (
+                frame(ui).locator(hdfs_health).nth(1).inner_text().startswith("unreachable")
+                and "Empty (0)" in frame(ui).locator(hdfs_lag).inner_text(),
+                frame(ui).locator("#consumers").inner_text(),
+            ),
+        )
         for sink in ("postgres", "opensearch"):  # they took the 7 records: lag 0, as in Kafka
             cell = f'#topics tr[data-topic="{TOPIC}"] td[data-sink="{sink}"]'
             eventually(
-                f"{sink}'s lag",
+                f"{sink}'s lag, its group stable",
                 lambda c=cell, s=sink: (
-                    (shown := number(frame(ui).locator(f"{c} .lag").inner_text()))
-                    == kafka_lag(servers, s, TOPIC),
-                    shown,
+                    number(frame(ui).locator(f"{c} .lag").inner_text()) == kafka_lag(servers, s, TOPIC)
+                    and "Stable (1)" in frame(ui).locator(c).inner_text(),
+                    frame(ui).locator(c).inner_text(),
                 ),
             )
-            assert "Stable (1)" in frame(ui).locator(cell).inner_text()
         screenshot(ui, "pipeline-page-hdfs-stopped", full_page=True)
     finally:
         supervisor.start("consumer-hdfs")
@@ -211,7 +229,7 @@ def test_replay_from_the_page_runs_a_dry_run_then_lands_the_fixed_records(
     ui: Any, api: AirflowApi, replay_unpaused: Any, pg: Any, kit: Any, key_prefix: str, screenshot: Any
 ) -> None:
     servers = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
-    kind = f"postgres_page[{uuid.uuid4().hex[:6]}]*"  # wildcard characters: the page escapes them
+    kind = f"postgres_page[{uuid.uuid4().hex[:6]}]*"  # wildcard characters: matched exactly all the same
     ids = [f"{key_prefix}{i}" for i in range(3)]
     send_dead_letters(servers, [kit.product(k, i) for i, k in enumerate(ids)], kind)
     row = frame(ui).locator(f'section[data-dlq="{DLQ}"] tr[data-kind="{kind}"]')
@@ -232,7 +250,7 @@ def test_replay_from_the_page_runs_a_dry_run_then_lands_the_fixed_records(
         )
 
     eventually("the DLQ's counts by sink and error kind, as in Kafka", counted)
-    assert number(row.locator("td.pending").inner_text()) == 3
+    eventually("the group pending", lambda: (row.locator("td.pending").inner_text() == "3", row.inner_text()))
     reason = row.locator("td.reason").inner_text()
     assert reason == HOSTILE  # shown as text: no element made of it, no script run
     assert frame(ui).locator("section td.reason img").count() == 0
@@ -245,8 +263,9 @@ def test_replay_from_the_page_runs_a_dry_run_then_lands_the_fixed_records(
         dry.wait_for(timeout=300_000)
         assert "would replay 3" in dry.inner_text()
         dry_run = api.call("GET", f"/dags/dlq_replay/dagRuns/{dry.get_attribute('data-run')}")
-        escaped = kind.replace("[", "[[]").replace("*", "[*]")
-        filters = {"topic": TOPIC, "sink": "postgres", "error_class": escaped}
+        # Exactly this group, up to the DLQ's last offset as the page counted it.
+        last = kafka_end(servers, DLQ) - 1
+        filters = {"topic": TOPIC, "sink": "postgres", "error_kind": kind, "offset_to": last}
         assert dry_run["conf"] == {**filters, "dry_run": True}
         with pg.cursor() as cur:
             cur.execute("SELECT count(*) FROM products WHERE product_id LIKE %s", (key_prefix + "%",))

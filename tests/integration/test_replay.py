@@ -342,6 +342,10 @@ def test_dry_run_counts_by_sink_and_error_class_and_filters_select(
     assert dry("pg", sink="postgres").handled == 5
     assert dry("kind", error_class="opensearch_*").outcomes == Counter({"would_replay": 2})
     assert dry("short", error_class="RecordRejected").handled == 3
+    assert dry("exact", error_kind="opensearch_mapper_parsing_exception").outcomes == Counter(
+        {"would_replay": 2}
+    )
+    assert dry("no wildcards", error_kind="opensearch_*").handled == 0
     assert dry("window", failed_from=day + timedelta(days=1), failed_to=day + timedelta(days=2)).handled == 2
     assert dry("offsets", offset_from=offsets[2], offset_to=offsets[5]).handled == 4
     assert dry("limit", max_records=3).handled == 3

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -94,11 +94,14 @@ class PageSettings(BaseSettings):
                 raise ValueError(f"{item!r} is not sink=http://host:port (PIPELINE_PAGE_CONSUMERS)")
         return value
 
-    @field_validator("kafka_ui_topic_url")
+    @field_validator("kafka_ui_url", "kafka_ui_topic_url")
     @classmethod
-    def _has_topic(cls, value: str) -> str:
-        if "{topic}" not in value:
-            raise ValueError(f"{value!r} has no {{topic}} in it (PIPELINE_PAGE_KAFKA_UI_TOPIC_URL)")
+    def _web_address(cls, value: str, info: ValidationInfo) -> str:
+        variable = f"PIPELINE_PAGE_{str(info.field_name).upper()}"
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http(s) address ({variable})")
+        if info.field_name == "kafka_ui_topic_url" and "{topic}" not in value:
+            raise ValueError(f"{value!r} has no {{topic}} in it ({variable})")
         return value
 
     def consumer_urls(self) -> dict[str, str]:

@@ -16,10 +16,14 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from crawlstore.connectors import CONNECTORS
 from crawlstore.dlq import failure_context
 
 log = logging.getLogger(__name__)
 CLIENT_ID = "crawlstore-pipeline-page"
+UNKNOWN = "?"  # a dead letter without a sink or an error kind in its headers
+UNREADABLE = "unreadable_headers"
+Offsets = dict[TopicPartition, int]
 NEWEST = 10  # newest dead letters kept per topic
 TEXT_MAX = 500  # a reason or key is cut to this many characters for the page
 
@@ -40,6 +44,7 @@ class Letter:
     attempts: int
     replay_count: int
     origin: str  # topic/partition/offset of the record that failed; "topic (crawl)" before Kafka
+    exact: bool  # its sink and error kind come from its own headers (a Replay can select them)
 
 
 def _text(raw: bytes | None) -> str:
@@ -48,14 +53,20 @@ def _text(raw: bytes | None) -> str:
 
 
 def letter_of(message: Any) -> Letter:
-    ctx = failure_context(message.headers or [])
+    try:
+        ctx = failure_context(message.headers or [])
+    except ValueError as exc:  # a record with unreadable failure headers is listed, never fatal
+        return Letter(
+            message.partition, message.offset, _text(message.key), UNKNOWN, "", UNREADABLE, "",
+            _text(f"its failure headers cannot be read: {exc}".encode()), None, 0, 0, "?", False,
+        )  # fmt: skip
     return Letter(
         partition=message.partition,
         offset=message.offset,
         key=_text(message.key),
-        sink=ctx.connector or "?",
+        sink=ctx.connector or UNKNOWN,
         stage=ctx.stage,
-        error_kind=ctx.error_kind or ctx.exception_class or "?",
+        error_kind=ctx.error_kind or ctx.exception_class or UNKNOWN,
         exception_class=ctx.exception_class,
         reason=_text(ctx.exception_message.encode()),
         failed_at=ctx.failed_at.isoformat() if ctx.failed_at else None,
@@ -63,6 +74,7 @@ def letter_of(message: Any) -> Letter:
         replay_count=ctx.replay_count,
         # Validation failures never reached Kafka: they have a topic but no partition and offset.
         origin=f"{ctx.topic}/{ctx.partition}/{ctx.offset}" if ctx.partition >= 0 else f"{ctx.topic} (crawl)",
+        exact=bool(ctx.connector in CONNECTORS and ctx.error_kind),
     )
 
 
@@ -74,6 +86,8 @@ class TopicLetters:
     position: dict[int, int] = field(default_factory=dict)  # next offset to read, per partition
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (sink, error kind) -> records
     reasons: dict[tuple[str, str], str] = field(default_factory=dict)  # newest reason per group
+    inexact: set[tuple[str, str]] = field(default_factory=set)  # groups a Replay cannot select exactly
+    end: dict[int, int] = field(default_factory=dict)  # Kafka's end offsets at the last refresh
     newest: deque[Letter] = field(default_factory=lambda: deque(maxlen=NEWEST))
     records: int = 0  # in the topic (Kafka's end minus start offsets)
     read: int = 0  # of them counted so far
@@ -82,6 +96,7 @@ class TopicLetters:
         self.position.clear()
         self.counts.clear()
         self.reasons.clear()
+        self.inexact.clear()
         self.newest.clear()
 
     def add(self, message: Any) -> None:
@@ -89,6 +104,8 @@ class TopicLetters:
         group = (letter.sink, letter.error_kind)
         self.counts[group] += 1
         self.reasons[group] = letter.reason
+        if not letter.exact:
+            self.inexact.add(group)
         self.newest.append(letter)
         self.position[message.partition] = message.offset + 1
 
@@ -98,19 +115,32 @@ class TopicLetters:
             "records": self.records,
             "read": self.read,
             "complete": self.read >= self.records,
+            # The last offset counted, when the topic has one partition (as DLQs do): a Replay
+            # pins its runs to it, so the real run replays what its dry run reported.
+            "last_offset": self.position[0] - 1 if list(self.end) == [0] and self.position.get(0) else None,
             "groups": [
-                {"sink": sink, "error_kind": kind, "count": n, "reason": self.reasons[(sink, kind)]}
+                {
+                    "sink": sink,
+                    "error_kind": kind,
+                    "count": n,
+                    "reason": self.reasons[(sink, kind)],
+                    "replayable": (sink, kind) not in self.inexact,
+                }
                 for (sink, kind), n in sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))
             ],
-            "newest": [asdict(x) for x in sorted(self.newest, key=lambda x: x.offset, reverse=True)],
+            "newest": [
+                asdict(x)
+                for x in sorted(self.newest, key=lambda x: (x.failed_at or "", x.offset), reverse=True)
+            ],
         }
 
 
 class LetterReader:
     """Reads the dead-letter topics for the page; one per process, not thread-safe (callers lock)."""
 
-    def __init__(self, bootstrap_servers: str) -> None:
+    def __init__(self, bootstrap_servers: str, timeout_ms: int) -> None:
         self._servers = bootstrap_servers
+        self._timeout_ms = timeout_ms
         self._consumer: KafkaConsumer | None = None
         self.topics: dict[str, TopicLetters] = {}
 
@@ -122,10 +152,18 @@ class LetterReader:
                 bootstrap_servers=self._servers,
                 client_id=CLIENT_ID,
                 enable_auto_commit=False,
-                request_timeout_ms=10_000,
-                bootstrap_timeout_ms=5_000,  # Kafka away: the page says so within seconds
+                auto_offset_reset="earliest",  # a position lost to retention: read from the start
+                request_timeout_ms=self._timeout_ms,
+                bootstrap_timeout_ms=self._timeout_ms,
             )
         return self._consumer
+
+    def offsets(
+        self, tps: list[TopicPartition]
+    ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+        """(end, start) offsets of the partitions, each request bounded."""
+        end = self.consumer.end_offsets(tps, timeout_ms=self._timeout_ms)
+        return end, self.consumer.beginning_offsets(tps, timeout_ms=self._timeout_ms)
 
     def close(self) -> None:
         if self._consumer is not None:
@@ -140,7 +178,7 @@ class LetterReader:
         if any(state.position.get(p, begin[p]) < begin[p] or state.position.get(p, 0) > end[p] for p in end):
             log.info("dead-letter topic %s went back or lost its start: counting it again", topic)
             state.reset()
-        state.records = sum(end[p] - begin[p] for p in end)
+        state.records, state.end = sum(end[p] - begin[p] for p in end), dict(end)
         todo = {p: state.position.get(p, begin[p]) for p in end if state.position.get(p, begin[p]) < end[p]}
         if todo:
             self._read(state, todo, end, time.monotonic() + budget_s)
