@@ -150,3 +150,48 @@ def screenshot() -> Callable[..., Path]:
         return path
 
     return take
+
+
+@pytest.fixture(scope="session")
+def send_dead_letters() -> Callable[..., list[int]]:
+    """`send_dead_letters(servers, topic, items, failed_at=None, kind=..., reason=...)`: dead letters
+    of `items` as the PostgreSQL sink writes them when the store refuses a record; their DLQ offsets."""
+    from kafka import KafkaProducer
+
+    from consumers.errors import StoreRejected
+    from crawlstore.dlq import STAGE_SINK, dead_letter
+    from crawlstore.messages import Record, encode_item
+
+    def send(
+        servers: str,
+        topic: str,
+        items: list[Any],
+        failed_at: datetime | None = None,
+        kind: str = "postgres_23514",
+        reason: str = "check constraint",
+    ) -> list[int]:
+        producer = KafkaProducer(bootstrap_servers=servers, acks="all")
+        futures = []
+        for i, item in enumerate(items):
+            message = encode_item(item, topic, "test-crawl")
+            headers = tuple(message.headers)
+            original = Record(
+                topic, i % 3, 5000 + i, message.key, message.value, message.timestamp_ms, headers
+            )
+            error = StoreRejected(kind, reason)
+            letter = dead_letter(original, connector="postgres", stage=STAGE_SINK, error=error, now=failed_at)
+            futures.append(
+                producer.send(
+                    letter.topic,
+                    key=letter.key,
+                    value=letter.value,
+                    headers=letter.headers,
+                    timestamp_ms=letter.timestamp_ms,
+                )
+            )
+        producer.flush(30)
+        offsets = [f.get(timeout=30).offset for f in futures]
+        producer.close()
+        return offsets
+
+    return send

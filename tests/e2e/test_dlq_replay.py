@@ -17,15 +17,12 @@ from typing import Any
 
 import psycopg2
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
-from consumers.errors import StoreRejected
-from crawlstore.dlq import STAGE_SINK, dead_letter
 from crawlstore.items import item_type
-from crawlstore.messages import Record, encode_item
 from crawlstore.settings import PostgresSettings
 from crawlstore.topics import dlq_topic, parking_topic, pipeline_topics
 from demo.airflow_api import AirflowApi, AirflowApiError
@@ -94,39 +91,6 @@ def product(key: str, crawled_at: datetime, **fields: Any) -> ProductItem:
     return ProductItem.model_validate(values)
 
 
-def send_dead_letters(
-    servers: str, topic: str, items: list[ProductItem], failed_at: datetime | None = None
-) -> list[int]:
-    """Dead letters as the PostgreSQL sink writes them (a store refusal); returns their DLQ offsets."""
-    producer = KafkaProducer(bootstrap_servers=servers, acks="all")
-    futures = []
-    for i, item in enumerate(items):
-        message = encode_item(item, topic, "e2e-crawl")
-        original = Record(
-            topic, i % 3, 5000 + i, message.key, message.value, message.timestamp_ms, tuple(message.headers)
-        )
-        letter = dead_letter(
-            original,
-            connector="postgres",
-            stage=STAGE_SINK,
-            error=StoreRejected("postgres_23514", "check constraint"),
-            now=failed_at,
-        )
-        futures.append(
-            producer.send(
-                letter.topic,
-                key=letter.key,
-                value=letter.value,
-                headers=letter.headers,
-                timestamp_ms=letter.timestamp_ms,
-            )
-        )
-    producer.flush(30)
-    offsets = [f.get(timeout=30).offset for f in futures]
-    producer.close()
-    return offsets
-
-
 def end_offset(servers: str, topic: str) -> int:
     consumer = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
     try:
@@ -168,7 +132,13 @@ def own_topic(stack_env: dict[str, str], pg: Any) -> Iterator[str]:
 
 
 def test_manual_runs_from_the_api_dry_run_then_replay_with_progress_and_summary_in_the_log(
-    api: AirflowApi, stack_env: dict[str, str], pg: Any, prefix: str, own_topic: str, replay_unpaused: Any
+    api: AirflowApi,
+    stack_env: dict[str, str],
+    pg: Any,
+    prefix: str,
+    own_topic: str,
+    replay_unpaused: Any,
+    send_dead_letters: Any,
 ) -> None:
     servers, dlq = stack_env["KAFKA_BOOTSTRAP_SERVERS"], dlq_topic(own_topic)
     now = datetime.now(UTC).replace(microsecond=0)
@@ -212,7 +182,12 @@ def test_manual_runs_from_the_api_dry_run_then_replay_with_progress_and_summary_
 
 
 def test_backfill_of_two_days_replays_only_those_days_failures(
-    api: AirflowApi, stack_env: dict[str, str], pg: Any, prefix: str, replay_unpaused: Any
+    api: AirflowApi,
+    stack_env: dict[str, str],
+    pg: Any,
+    prefix: str,
+    replay_unpaused: Any,
+    send_dead_letters: Any,
 ) -> None:
     """Dead letters of three past days in crawl.products-dlq; a backfill of the first two days."""
     servers, dlq = stack_env["KAFKA_BOOTSTRAP_SERVERS"], "crawl.products-dlq"
@@ -293,7 +268,13 @@ def test_backfill_of_two_days_replays_only_those_days_failures(
 
 
 def test_a_replay_task_killed_midway_and_cleared_continues_without_duplicates_or_gaps(
-    api: AirflowApi, stack_env: dict[str, str], pg: Any, prefix: str, own_topic: str, replay_unpaused: Any
+    api: AirflowApi,
+    stack_env: dict[str, str],
+    pg: Any,
+    prefix: str,
+    own_topic: str,
+    replay_unpaused: Any,
+    send_dead_letters: Any,
 ) -> None:
     """Mark the running task failed (Airflow terminates it), then clear it: try 2 resumes."""
     servers, dlq = stack_env["KAFKA_BOOTSTRAP_SERVERS"], dlq_topic(own_topic)

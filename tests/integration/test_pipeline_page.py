@@ -18,12 +18,10 @@ from typing import Any
 
 import pytest
 import requests
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-from consumers.errors import StoreRejected
 from crawlstore.connectors import consumer_group
-from crawlstore.dlq import STAGE_SINK, dead_letter, failure_context
-from crawlstore.messages import Record, encode_item
+from crawlstore.dlq import failure_context
 from crawlstore.topics import dlq_topic, pipeline_topics
 from demo.airflow_api import AirflowApi
 
@@ -128,28 +126,6 @@ def kafka_end(servers: str, topic: str) -> int:
         consumer.close()
 
 
-def send_dead_letters(servers: str, items: list[Any], kind: str) -> None:
-    """Dead letters as the PostgreSQL sink writes them when the store refuses a record."""
-    producer = KafkaProducer(bootstrap_servers=servers, acks="all")
-    for i, item in enumerate(items):
-        message = encode_item(item, TOPIC, "page-test")
-        original = Record(
-            TOPIC, i % 3, 9000 + i, message.key, message.value, message.timestamp_ms, tuple(message.headers)
-        )
-        letter = dead_letter(
-            original, connector="postgres", stage=STAGE_SINK, error=StoreRejected(kind, HOSTILE)
-        )
-        producer.send(
-            letter.topic,
-            key=letter.key,
-            value=letter.value,
-            headers=letter.headers,
-            timestamp_ms=letter.timestamp_ms,
-        )
-    producer.flush(30)
-    producer.close()
-
-
 # ------------------------------------------------------------------------------------ the tests
 
 
@@ -226,12 +202,20 @@ def test_the_page_shows_the_lag_and_health_that_kafka_and_the_consumers_report(
 
 
 def test_replay_from_the_page_runs_a_dry_run_then_lands_the_fixed_records(
-    ui: Any, api: AirflowApi, replay_unpaused: Any, pg: Any, kit: Any, key_prefix: str, screenshot: Any
+    ui: Any,
+    api: AirflowApi,
+    replay_unpaused: Any,
+    pg: Any,
+    kit: Any,
+    key_prefix: str,
+    screenshot: Any,
+    send_dead_letters: Any,
 ) -> None:
     servers = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
     kind = f"postgres_page[{uuid.uuid4().hex[:6]}]*"  # wildcard characters: matched exactly all the same
     ids = [f"{key_prefix}{i}" for i in range(3)]
-    send_dead_letters(servers, [kit.product(k, i) for i, k in enumerate(ids)], kind)
+    items = [kit.product(k, i) for i, k in enumerate(ids)]
+    send_dead_letters(servers, TOPIC, items, kind=kind, reason=HOSTILE)
     row = frame(ui).locator(f'section[data-dlq="{DLQ}"] tr[data-kind="{kind}"]')
 
     def counted() -> tuple[bool, Any]:
