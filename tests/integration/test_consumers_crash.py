@@ -11,7 +11,8 @@ from __future__ import annotations
 import random
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from datetime import time as day_time
 from typing import Any
 
 import pytest
@@ -20,6 +21,10 @@ pytestmark = pytest.mark.integration
 
 KEYS = 5000
 KILLS = 4
+# Every crawl time on one UTC day (yesterday, 01:00 to 03:23). Times around "now" cross midnight
+# when the test runs near it: a partition's records then alternate between two days, each batch
+# becomes dozens of one-day HDFS files, and the HDFS cases ran out of time (seen at 23:17 UTC).
+DAY_START = datetime.combine(datetime.now(UTC).date() - timedelta(days=1), day_time(1), tzinfo=UTC)
 
 
 @pytest.mark.parametrize("sink", ["postgres", "opensearch", "hdfs", "hdfs_parquet"])
@@ -34,7 +39,10 @@ def test_kill_9_mid_stream_then_restart_lands_everything_exactly_once(
     read_topic: Any,
 ) -> None:
     store = make_store(sink, topic, key_prefix)
-    older = [kit.product(f"{key_prefix}{i}", i, name=f"older {i}") for i in range(KEYS)]
+    older = [
+        kit.product(f"{key_prefix}{i}", i, crawled_at=DAY_START + timedelta(seconds=i), name=f"older {i}")
+        for i in range(KEYS)
+    ]
     newer = [
         kit.product(f"{key_prefix}{i}", i, name=f"newer {i}", crawled_at=o.crawled_at + timedelta(hours=1))
         for i, o in enumerate(older)
