@@ -588,12 +588,12 @@ def dlq_sources(records: list[Any]) -> set[tuple[int, int]]:
 
 
 def os_search(url: str, index: str, size: int = 10_000) -> dict[str, dict[str, Any]]:
+    query = {"size": size, "version": True, "seq_no_primary_term": True, "query": {"match_all": {}}}
     requests.post(f"{url}/{index}/_refresh", timeout=30)
-    r = requests.get(
-        f"{url}/{index}/_search",
-        json={"size": size, "version": True, "seq_no_primary_term": True, "query": {"match_all": {}}},
-        timeout=60,
-    )
+    r = requests.get(f"{url}/{index}/_search", json=query, timeout=60)
+    if r.status_code == 503:  # an index the consumer has just created: its shard is not active yet
+        requests.get(f"{url}/_cluster/health/{index}", params={"wait_for_status": "yellow"}, timeout=60)
+        r = requests.get(f"{url}/{index}/_search", json=query, timeout=60)
     if r.status_code == 404:
         return {}
     r.raise_for_status()
